@@ -2,16 +2,21 @@
 
     python -m grokutils.execute --profile smoke            # every notebook in _toc.yml order
     python -m grokutils.execute --profile paper --only 01_mlp_grokking
+    python -m grokutils.execute --only 01_mlp_grokking --output-dir /tmp/nb -p steps 2000 -p lr 1e-3
 
-A profile is `profiles/NAME.yaml`: notebook name -> parameter overrides. Everything is
-checked before the first notebook runs (the profile exists, names a known notebook, and only
-overrides parameters that notebook declares). Each notebook is executed into a temporary
-file beside it and moved over the original only when it ran to the end, so a failure never
-leaves a half-executed notebook behind.
+A profile is `profiles/NAME.yaml`: notebook name -> parameter overrides; `-p NAME VALUE`
+overrides one parameter after it (VALUE is read as a Python literal if it is one, else kept as
+a string, as papermill's `-p` does). Everything is checked before the first notebook runs (the
+profile exists, names a known notebook, and it and `-p` only set parameters the notebook
+declares: papermill itself only logs a warning for an unknown name, and runs on). Each
+notebook is executed into a temporary file beside it and moved over the original (or into
+`--output-dir`) only when it ran to the end, so a failure never leaves a half-executed
+notebook behind.
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import logging
 import os
 import sys
@@ -56,15 +61,25 @@ def declared_parameters(path: Path) -> set[str]:
     return set(papermill.inspect_notebook(str(path)))
 
 
-def check_plan(profile: dict[str, dict], notebooks: list[Path]) -> None:
-    """Fail before any work if the profile names unknown notebooks or parameters."""
+def check_plan(profile: dict[str, dict], notebooks: list[Path], source: str = "profile") -> None:
+    """Fail before any work if the overrides (of a profile, or of `-p`) name unknown notebooks or
+    parameters; `source` names them in the error."""
     by_name = {path.stem: path for path in notebooks}
     for name, overrides in profile.items():
         if name not in by_name:
-            raise ValueError(f"profile names notebook {name!r}, not in _toc.yml; known: {sorted(by_name)}")
+            raise ValueError(f"{source} names notebook {name!r}, not in _toc.yml; known: {sorted(by_name)}")
         unknown = set(overrides or {}) - declared_parameters(by_name[name])
         if unknown:
-            raise ValueError(f"profile sets {sorted(unknown)} for {name}, which declares no such parameter")
+            raise ValueError(f"{source} sets {sorted(unknown)} for {name}, which declares no such parameter; "
+                             f"declared: {sorted(declared_parameters(by_name[name]))}")
+
+
+def parse_value(text: str):
+    """A `-p` value: a Python literal if it is one (5, 1e-3, True, [1, 2]), else the string itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
 
 
 def tidy_executed(path: Path, name: str) -> None:
@@ -81,38 +96,60 @@ def tidy_executed(path: Path, name: str) -> None:
     nbformat.write(notebook, path)
 
 
-def execute_notebook(path: Path, parameters: dict) -> None:
-    """Run one notebook in its own folder with papermill; replace it only on success."""
+def execute_notebook(path: Path, parameters: dict, output: Path | None = None) -> None:
+    """Run one notebook in its own folder with papermill; write it (over `path` by default) only
+    on success."""
     import papermill
 
-    temporary = path.with_name(f".{path.stem}.running.ipynb")
+    output = Path(output or path)
+    temporary = output.with_name(f".{path.stem}.running.ipynb")
     try:
         papermill.execute_notebook(str(path), str(temporary), parameters=parameters,
                                    cwd=str(path.parent), kernel_name="python3", progress_bar=False)
         tidy_executed(temporary, path.name)
-        os.replace(temporary, path)
+        os.replace(temporary, output)
     finally:
         temporary.unlink(missing_ok=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line: execute the notebooks of a profile."""
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    """The parsed command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="smoke", help=f"one of {available_profiles()}")
     parser.add_argument("--only", nargs="*", default=None, help="notebook names (default: all in _toc.yml)")
-    args = parser.parse_args(argv)
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="override one parameter of every selected notebook, after the profile")
+    parser.add_argument("--output-dir", type=Path, default=None,
+                        help="write the executed notebooks here (default: over the originals)")
+    return parser.parse_args(argv)
+
+
+def select(notebooks: list[Path], only: list[str] | None) -> list[Path]:
+    """The notebooks named by `--only` (all if None), in book order; unknown names are refused."""
+    if only is None:
+        return notebooks
+    unknown = set(only) - {path.stem for path in notebooks}
+    if unknown:
+        raise ValueError(f"--only names {sorted(unknown)}, not in _toc.yml")
+    return [path for path in notebooks if path.stem in only]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: execute the notebooks of a profile, with `-p` overrides on top."""
+    args = _arguments(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     profile = load_profile(args.profile)
     notebooks = notebooks_in_toc()
     check_plan(profile, notebooks)
-    if args.only is not None:
-        unknown = set(args.only) - {path.stem for path in notebooks}
-        if unknown:
-            raise ValueError(f"--only names {sorted(unknown)}, not in _toc.yml")
-        notebooks = [path for path in notebooks if path.stem in args.only]
+    notebooks = select(notebooks, args.only)
+    overrides = {name: parse_value(value) for name, value in args.parameter}
+    check_plan({path.stem: overrides for path in notebooks}, notebooks, source="-p")
+    if args.output_dir is not None:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
     for path in notebooks:
         log.info("executing %s (profile %s)", path.relative_to(REPO_ROOT), args.profile)
-        execute_notebook(path, profile.get(path.stem) or {})
+        output = None if args.output_dir is None else args.output_dir / path.name
+        execute_notebook(path, {**(profile.get(path.stem) or {}), **overrides}, output)
     return 0
 
 

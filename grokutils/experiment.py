@@ -32,7 +32,7 @@ from grokutils.fast import train_seeds
 from grokutils.measures import cached_mnist, measure_checkpoint
 from grokutils.paths import RESULTS_DIR
 from grokutils.results import RunResult, array_key
-from grokutils.train import MLPConfig, resolve_device, train_seed, weights_path
+from grokutils.train import MLPConfig, resolve_device, weights_path
 
 log = logging.getLogger(__name__)
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -87,13 +87,30 @@ def default_workers() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
+def load_if_stored(config: MLPConfig, results_dir: Path | str = RESULTS_DIR) -> RunResult | None:
+    """The finished run of `config` if the results store holds it, else None (nothing is trained)."""
+    final = results.run_dir(config, Path(results_dir))
+    return results.load_run(final, MLPConfig) if results.is_complete(final) else None
+
+
 def run_experiment(config: MLPConfig, results_dir: Path | str = RESULTS_DIR, device: str = "auto",
                    n_workers: int | None = None, progress: bool = True) -> RunResult:
-    """The finished results of `config`: loaded if stored, else trained, measured and stored."""
+    """The finished results of `config`: loaded if stored, else trained, measured and stored.
+
+    A second process on the same config waits for the first, then loads its result
+    (`results.load_or_compute`).
+    """
     final = results.run_dir(config, Path(results_dir))
     if results.is_complete(final):
         return results.load_run(final, MLPConfig)
     torch_device = resolve_device(device)  # fails on a bad device before any work
+    return results.load_or_compute(final, MLPConfig,
+                                   lambda: _compute(config, final, torch_device, n_workers, progress))
+
+
+def _compute(config: MLPConfig, final: Path, torch_device: torch.device, n_workers: int | None,
+             progress: bool) -> RunResult:
+    """Train, measure and store `config` into `final`; the caller holds the run's lock."""
     work = results.partial_dir(final)
     work.mkdir(parents=True, exist_ok=True)
     data = cached_mnist(config.n_per_class, config.data_seed, config.data_source)
@@ -108,25 +125,16 @@ def run_experiment(config: MLPConfig, results_dir: Path | str = RESULTS_DIR, dev
             if not out.exists():
                 jobs.append(pool.submit(measure_to_file, config, seed, step, path, out))
 
-        for seed in range(config.n_seeds):
-            seed_dir = work / f"seed{seed}"
+        seed_dirs = {seed: work / f"seed{seed}" for seed in range(config.n_seeds)}
+        for seed, seed_dir in seed_dirs.items():
             (seed_dir / "measures").mkdir(parents=True, exist_ok=True)
             for step in config.checkpoint_steps:  # resume: saved but not yet measured
                 if weights_path(seed_dir, step).exists():
                     submit(seed, step, weights_path(seed_dir, step))
-            if torch_device.type == "cuda":
-                continue  # trained below, all seeds at once
-            tic = time.perf_counter()
-            statuses[seed] = train_seed(config, seed, data.train_x, data.train_y, seed_dir, torch_device,
-                                        on_checkpoint=lambda step, path, s=seed: submit(s, step, path),
-                                        progress=progress)
-            timings["train_s"] += time.perf_counter() - tic
-        if torch_device.type == "cuda":  # one batched model of all seeds, in CUDA graphs
-            tic = time.perf_counter()
-            seed_dirs = {seed: work / f"seed{seed}" for seed in range(config.n_seeds)}
-            statuses.update(train_seeds(config, seed_dirs, data.train_x, data.train_y, torch_device,
-                                        on_checkpoint=submit, progress=progress))
-            timings["train_s"] += time.perf_counter() - tic
+        tic = time.perf_counter()  # all seeds as one batched model (CUDA graphs on a GPU)
+        statuses.update(train_seeds(config, seed_dirs, data.train_x, data.train_y, torch_device,
+                                    on_checkpoint=submit, progress=progress))
+        timings["train_s"] += time.perf_counter() - tic
         for job in tqdm(jobs, desc="measuring", disable=not progress, unit="ckpt"):
             timings["measure_s"] += job.result()
     timings["wall_s"] = time.time() - started

@@ -88,9 +88,9 @@ class ModAddConfig:
                      "a non-negative integer")
         for name in ("lr", "eps"):
             _require(name, getattr(self, name), _is_number(getattr(self, name)) and getattr(self, name) > 0,
-                     "a positive number")
+                     "a positive finite number")
         _require("weight_decay", self.weight_decay, _is_number(self.weight_decay) and self.weight_decay >= 0,
-                 "a non-negative number")
+                 "a non-negative finite number")
         for name in ("beta1", "beta2", "train_fraction"):
             value = getattr(self, name)
             _require(name, value, _is_number(value) and 0 < value < 1, "a number in (0, 1)")
@@ -119,8 +119,9 @@ def _is_int(value) -> bool:
 
 
 def _is_number(value) -> bool:
-    """A real number, not a bool."""
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    """A real, finite number (not NaN, not inf), not a bool."""
+    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+            and math.isfinite(value))
 
 
 def _require(name: str, value, ok: bool, accepted: str) -> None:
@@ -379,7 +380,8 @@ def run_modadd(config: ModAddConfig, results_dir: Path | str = RESULTS_DIR, devi
     """The finished results of `config`: loaded if stored, else trained, measured and stored.
 
     n_workers: measuring processes beside training; None: one per core beyond the first;
-    0: measure in this process, at each checkpoint.
+    0: measure in this process, at each checkpoint. A second process on the same config
+    waits for the first, then loads its result (`results.load_or_compute`).
     """
     final = results.run_dir(config, Path(results_dir))
     if results.is_complete(final):
@@ -388,6 +390,13 @@ def run_modadd(config: ModAddConfig, results_dir: Path | str = RESULTS_DIR, devi
     if not _is_int(n_workers) or n_workers < 0:
         raise ValueError(f"n_workers must be a non-negative integer or None, got {n_workers!r}")
     torch_device = resolve_device(device)  # fails on a bad device before any work
+    return results.load_or_compute(final, ModAddConfig,
+                                   lambda: _compute(config, final, torch_device, n_workers, progress))
+
+
+def _compute(config: ModAddConfig, final: Path, torch_device: torch.device, n_workers: int,
+             progress: bool) -> RunResult:
+    """Train, measure and store `config` into `final`; the caller holds the run's lock."""
     work = results.partial_dir(final)
     data = cached_data(config.p, config.train_fraction, config.data_seed)
     started, statuses, timings = time.time(), {}, {"train_s": 0.0, "measure_s": 0.0}

@@ -4,30 +4,43 @@ A finished run folder holds
 
     config.json            the frozen config, as given
     meta.json              versions, data fingerprint, device, timings, per-seed status,
-                           and the size of every file below (written last: the seal)
+                           and the size and SHA-256 of every file below (written last: the seal)
     curves.parquet         one row per (seed, step): accuracy, loss, progress measures
     layers.parquet         one row per (seed, step, layer): HTSR fit, traps, norms
     arrays.npz             per (seed, step, layer): eigenvalues of X(W) and X(W_rand), v1 (float32)
     weights.safetensors    all weights at a few key checkpoints (init, best test, final), float32
 
 Work in progress lives in `NAME.partial/` beside it; the finished folder appears by one
-atomic rename, so a half-written run is never taken for a finished one.
+atomic rename, so a half-written run is never taken for a finished one. A folder whose files
+no longer match their seal (a flipped byte, a truncated copy) is not finished either: it is
+recomputed, with a WARNING naming the folder and the file, rather than raising, because the
+store is a cache and recomputing is the one repair that needs no person. Seals written before
+hashes existed (sizes only) still load; `python -m grokutils.results --add-hashes FOLDER ...`
+adds the hashes to them. One process at a time computes a config (`run_lock`).
 """
 from __future__ import annotations
 
+import argparse
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
+log = logging.getLogger(__name__)
 FILES = ("config.json", "curves.parquet", "layers.parquet", "arrays.npz", "weights.safetensors")
 
 
@@ -48,38 +61,113 @@ def partial_dir(final: Path) -> Path:
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename over it."""
+    """Write to a temporary file beside `path`, then rename over it.
+
+    On any failure the temporary file is removed; an OSError (a full disk) is raised again
+    naming `path`, with its errno kept.
+    """
+    path = Path(path)
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(payload)
-    os.replace(temporary, path)
+    try:
+        temporary.write_bytes(payload)
+        os.replace(temporary, path)
+    except OSError as err:
+        temporary.unlink(missing_ok=True)
+        raise OSError(err.errno, f"could not write {path}: {err.strerror or err}") from err
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, in hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def seal_problem(folder: Path) -> str | None:
+    """Why `folder` is not a finished run (None if it is): no seal, or a file whose size or
+    SHA-256 differs from it. A seal without `file_sha256` (written before hashes) is checked
+    on sizes alone."""
+    meta_path = Path(folder) / "meta.json"
+    if not meta_path.is_file():
+        return "no meta.json (not sealed)"
+    try:
+        meta = json.loads(meta_path.read_text())
+        sizes, hashes = meta["file_sizes"], meta.get("file_sha256", {})
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return "meta.json is unreadable or has no file_sizes"
+    for name, size in sizes.items():
+        path = Path(folder) / name
+        if not path.is_file():
+            return f"{name}: missing"
+        if path.stat().st_size != size:
+            return f"{name}: size {path.stat().st_size}, sealed {size}"
+        if name in hashes and file_sha256(path) != hashes[name]:
+            return f"{name}: SHA-256 differs from the seal"
+    return None
 
 
 def is_complete(folder: Path) -> bool:
-    """True if meta.json seals the folder and every listed file has its recorded size."""
-    meta_path = Path(folder) / "meta.json"
-    if not meta_path.is_file():
+    """True if meta.json seals the folder and every listed file has its recorded size and hash."""
+    return seal_problem(folder) is None
+
+
+def seal(folder: Path, meta: dict) -> None:
+    """Write meta.json, with the size and SHA-256 of every file of the run: the last write."""
+    sizes = {name: (folder / name).stat().st_size for name in FILES}
+    hashes = {name: file_sha256(folder / name) for name in FILES}
+    text = json.dumps({**meta, "file_sizes": sizes, "file_sha256": hashes}, indent=1) + "\n"
+    atomic_write_bytes(folder / "meta.json", text.encode())
+
+
+def add_hashes(folder: Path) -> bool:
+    """Add SHA-256s to a seal written before hashes existed; False if it has them already.
+
+    Refuses a folder whose files do not match their recorded sizes: hashing them would bless
+    a damaged run.
+    """
+    folder = Path(folder)
+    problem = seal_problem(folder)
+    if problem is not None:
+        raise ValueError(f"{folder.name}: not a finished run ({problem}); nothing hashed")
+    meta = json.loads((folder / "meta.json").read_text())
+    if "file_sha256" in meta:
         return False
-    try:
-        sizes = json.loads(meta_path.read_text())["file_sizes"]
-    except (ValueError, KeyError):
-        return False
-    return all((Path(folder) / name).is_file() and (Path(folder) / name).stat().st_size == size
-               for name, size in sizes.items())
+    hashes = {name: file_sha256(folder / name) for name in meta["file_sizes"]}
+    text = json.dumps({**meta, "file_sha256": hashes}, indent=1) + "\n"
+    atomic_write_bytes(folder / "meta.json", text.encode())
+    return True
+
+
+def _write_files(folder: Path, config, curves: pd.DataFrame, layers: pd.DataFrame,
+                 arrays: dict[str, np.ndarray], weights: dict[str, torch.Tensor]) -> None:
+    """Every file of a run but the seal."""
+    (folder / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1) + "\n")
+    curves.to_parquet(folder / "curves.parquet", index=False)
+    layers.to_parquet(folder / "layers.parquet", index=False)
+    np.savez_compressed(folder / "arrays.npz", **arrays)
+    save_file({key: value.contiguous() for key, value in weights.items()}, folder / "weights.safetensors")
 
 
 def write_run(final: Path, config, curves: pd.DataFrame, layers: pd.DataFrame,
               arrays: dict[str, np.ndarray], weights: dict[str, torch.Tensor], meta: dict) -> None:
-    """Write every file of a finished run into a staging folder, seal it, rename it into place."""
+    """Write every file of a finished run into a staging folder, seal it, rename it into place.
+
+    A failure (a full disk) removes the staging folder and leaves any earlier `final` as it was.
+    """
     staging = final.with_name(final.name + ".staging")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    (staging / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1) + "\n")
-    curves.to_parquet(staging / "curves.parquet", index=False)
-    layers.to_parquet(staging / "layers.parquet", index=False)
-    np.savez_compressed(staging / "arrays.npz", **arrays)
-    save_file({key: value.contiguous() for key, value in weights.items()}, staging / "weights.safetensors")
-    sizes = {name: (staging / name).stat().st_size for name in FILES}
-    (staging / "meta.json").write_text(json.dumps({**meta, "file_sizes": sizes}, indent=1) + "\n")
+    try:
+        _write_files(staging, config, curves, layers, arrays, weights)
+        seal(staging, meta)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     if final.exists():
         shutil.rmtree(final)
     os.replace(staging, final)
@@ -123,9 +211,109 @@ def array_key(seed: int, step: int, layer: str, what: str) -> str:
 def load_run(folder: Path, config_class) -> RunResult:
     """Load a finished run; refuse a folder that is not sealed or not complete."""
     folder = Path(folder)
-    if not is_complete(folder):
-        raise FileNotFoundError(f"{folder.name}: not a finished run (missing or incomplete files)")
+    problem = seal_problem(folder)
+    if problem is not None:
+        raise FileNotFoundError(f"{folder.name}: not a finished run ({problem})")
     config = config_class(**json.loads((folder / "config.json").read_text()))
     meta = json.loads((folder / "meta.json").read_text())
     return RunResult(folder, config, meta, pd.read_parquet(folder / "curves.parquet"),
                      pd.read_parquet(folder / "layers.parquet"))
+
+
+# --- one process per run; compute what is not stored ---------------------------------------
+
+
+def lock_path(final: Path) -> Path:
+    """The lock file of a run: `NAME.lock` beside its folder (ignored by git)."""
+    return final.with_name(final.name + ".lock")
+
+
+def _same_file(handle: IO, path: Path) -> bool:
+    """True if the open `handle` is still the file at `path` (its holder may have removed it)."""
+    try:
+        on_disk, opened = os.stat(path), os.fstat(handle.fileno())
+    except FileNotFoundError:
+        return False
+    return (on_disk.st_dev, on_disk.st_ino) == (opened.st_dev, opened.st_ino)
+
+
+def _acquire(path: Path, final: Path) -> IO:
+    """Open and `flock` the lock file, waiting (with one WARNING) while another process holds it."""
+    waited = False
+    while True:
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not waited:
+                holder = path.read_text().strip() or "unknown"
+                log.warning("%s: process %s is computing this run; waiting for it to finish (lock %s)",
+                            final.name, holder, path.name)
+                waited = True
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        if _same_file(handle, path):
+            return handle
+        handle.close()  # its holder removed it on release: lock the new one
+
+
+@contextlib.contextmanager
+def run_lock(final: Path) -> Iterator[None]:
+    """Hold the run's lock file: one process at a time computes a config; others wait.
+
+    The OS releases the lock of a process that dies, so there is no stale lock to clear: a
+    waiter then takes over and resumes from the dead one's `.partial` folder. The holder
+    writes its process id into the file and removes the file when done (waiters notice).
+    """
+    path = lock_path(Path(final))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = _acquire(path, Path(final))
+    try:
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # before unlocking, so that no waiter locks a removed file
+        handle.close()
+
+
+def remove_if_empty(folder: Path) -> None:
+    """Remove `folder` if it holds no file (only empty folders): an early failure's leftovers."""
+    if folder.is_dir() and not any(path.is_file() for path in folder.rglob("*")):
+        shutil.rmtree(folder)
+
+
+def load_or_compute(final: Path, config_class, compute: Callable[[], RunResult]) -> RunResult:
+    """The run at `final`: loaded if finished, else `compute()`d (it stores and returns it).
+
+    Concurrent callers on one config: the second waits for the first (`run_lock`), then loads
+    its result. A `final` folder that exists but is not finished is recomputed with a WARNING
+    naming the folder and why. An early failure leaves no empty `.partial` folder behind.
+    """
+    final = Path(final)
+    with run_lock(final):
+        problem = seal_problem(final)
+        if problem is None:  # finished while this process waited
+            return load_run(final, config_class)
+        if final.exists():
+            log.warning("%s: stored run is damaged (%s); recomputing it", final.name, problem)
+        try:
+            return compute()
+        finally:
+            remove_if_empty(partial_dir(final))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: `--add-hashes FOLDER ...` adds SHA-256s to seals that have only sizes."""
+    parser = argparse.ArgumentParser(description="Maintain the results store.")
+    parser.add_argument("--add-hashes", nargs="+", metavar="FOLDER", required=True, type=Path,
+                        help="finished run folders whose meta.json lacks file_sha256")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for folder in args.add_hashes:
+        log.info("%s: %s", folder.name, "hashes added" if add_hashes(folder) else "already hashed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,9 +7,9 @@ every checkpoint in worker processes and stores the results. The optimizer step 
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 from tqdm import tqdm
 
 from grokutils.data import DATA_SOURCES
 from grokutils.models import DTYPES, make_mlp
+from grokutils.results import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 FINITE_CHECK_EVERY = 100  # steps between checks for a NaN/Inf loss (each check syncs a GPU)
@@ -51,9 +52,10 @@ class MLPConfig:
         _check_positive_int(self, "steps", "n_seeds", "batch_size", "n_per_class", "n_checkpoints")
         for name in ("weight_decay", "lr", "init_scale"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value < 0 or (name != "weight_decay" and value == 0):
+            if (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
+                    or value < 0 or (name != "weight_decay" and value == 0)):
                 raise ValueError(f"{name} must be a {'non-negative' if name == 'weight_decay' else 'positive'} "
-                                 f"number, got {value!r}")
+                                 f"finite number, got {value!r}")
         if self.data_source not in DATA_SOURCES:
             raise ValueError(f"data_source must be one of {DATA_SOURCES}, got {self.data_source!r}")
         if self.dtype not in DTYPES:
@@ -118,23 +120,36 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
 
 
 def resolve_device(device: str) -> torch.device:
-    """`auto` -> CUDA when present, else CPU; anything else must be a valid torch device."""
+    """`auto` -> CUDA when present, else CPU; else 'cpu' or 'cuda[:N]' naming a GPU that exists.
+
+    Checked before any work, so that a bad value fails at once, not after folders are written.
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    accepted = f"'auto', 'cpu' or 'cuda[:N]' with N < {count} (CUDA devices here: {count})"
     try:
-        return torch.device(device)
-    except RuntimeError as err:
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}") from err
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device must be {accepted}, got {device!r}") from err
+    if resolved.type == "cpu" or (resolved.type == "cuda" and (resolved.index or 0) < count):
+        return resolved
+    raise ValueError(f"device must be {accepted}, got {device!r}")
 
 
 def save_atomic(obj: dict, path: Path, as_safetensors: bool = False) -> None:
-    """torch.save / safetensors into a temporary file, then rename over `path`."""
-    temporary = path.with_name(f".{path.name}.tmp")
+    """torch.save / safetensors into a temporary file, then rename over `path`.
+
+    Serialized in memory first, so that a full disk raises a plain OSError naming `path`
+    (not torch's opaque writer error) and leaves no temporary file (`results.atomic_write_bytes`).
+    """
     if as_safetensors:
-        save_file({k: v.detach().cpu().contiguous() for k, v in obj.items()}, temporary)
+        payload = safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in obj.items()})
     else:
-        torch.save(obj, temporary)
-    os.replace(temporary, path)
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
+        payload = buffer.getvalue()
+    atomic_write_bytes(Path(path), payload)
 
 
 def restore_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state_path: Path,

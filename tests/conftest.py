@@ -21,3 +21,40 @@ def tiny_run(tmp_path_factory):
     config = MLPConfig(steps=30, n_seeds=2, n_checkpoints=5)
     return run_experiment(config, results_dir=tmp_path_factory.mktemp("results"), device="cpu",
                           n_workers=1, progress=False)
+
+
+HOLD_RUN_LOCK = """
+import shutil, sys, time
+from pathlib import Path
+from grokutils import results
+final, source, seconds = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+with results.run_lock(final):
+    print("locked", flush=True)
+    time.sleep(seconds)
+    if source:
+        shutil.copytree(source, final)
+"""
+
+
+@pytest.fixture
+def hold_run_lock():
+    """Start a process that holds a run's lock for `seconds`, then copies `source` (a finished
+    run) into place; returns once the lock is held. Processes still alive are killed at teardown."""
+    import subprocess
+    import sys
+
+    started = []
+
+    def start(final, source="", seconds: float = 2.0) -> subprocess.Popen:
+        process = subprocess.Popen([sys.executable, "-c", HOLD_RUN_LOCK, str(final), str(source), str(seconds)],
+                                   stdout=subprocess.PIPE, text=True)
+        started.append(process)
+        assert process.stdout.readline().strip() == "locked"
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        process.stdout.close()

@@ -29,8 +29,12 @@ SMALL = dict(p=23, train_fraction=0.5)  # 529 pairs, 264 for training: fast, sam
 @pytest.mark.parametrize("field, value, message", [
     ("steps", 0, "steps must be a positive integer, got 0"),
     ("n_seeds", 1.5, "n_seeds must be a positive integer, got 1.5"),
-    ("lr", -1e-3, "lr must be a positive number, got -0.001"),
-    ("weight_decay", -1.0, "weight_decay must be a non-negative number, got -1.0"),
+    ("lr", -1e-3, "lr must be a positive finite number, got -0.001"),
+    ("lr", float("inf"), "lr must be a positive finite number, got inf"),
+    ("lr", float("nan"), "lr must be a positive finite number, got nan"),
+    ("eps", float("inf"), "eps must be a positive finite number, got inf"),
+    ("weight_decay", -1.0, "weight_decay must be a non-negative finite number, got -1.0"),
+    ("weight_decay", float("inf"), "weight_decay must be a non-negative finite number, got inf"),
     ("beta2", 1.0, r"beta2 must be a number in \(0, 1\), got 1.0"),
     ("train_fraction", 0.0, r"train_fraction must be a number in \(0, 1\), got 0.0"),
     ("warmup_steps", -1, "warmup_steps must be a non-negative integer, got -1"),
@@ -180,6 +184,37 @@ def test_run_is_stored_and_loaded_not_recomputed(tiny_modadd, monkeypatch):
     again = modadd.run_modadd(result.config, results_dir=result.path.parent, device="cpu", n_workers=0,
                               progress=False)
     pd.testing.assert_frame_equal(again.curves, result.curves)
+
+
+def test_early_failure_leaves_no_partial_folder_or_lock(tmp_path, monkeypatch):
+    def fail(*args, **kwargs):
+        raise RuntimeError("failed before the first checkpoint")
+
+    monkeypatch.setattr(modadd, "train_seed", fail)
+    with pytest.raises(RuntimeError, match="before the first checkpoint"):
+        modadd.run_modadd(ModAddConfig(steps=5, **SMALL), results_dir=tmp_path, device="cpu", n_workers=0,
+                          progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_device_fails_before_any_folder_is_written(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(ValueError, match="got 'cuda:1'"):
+        modadd.run_modadd(ModAddConfig(steps=5, **SMALL), results_dir=tmp_path, device="cuda:1", n_workers=0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_second_process_waits_for_the_first_and_loads_its_result(tiny_modadd, tmp_path, monkeypatch,
+                                                                 hold_run_lock):
+    final = results.run_dir(tiny_modadd.config, tmp_path)
+    holder = hold_run_lock(final, source=tiny_modadd.path, seconds=2.0)
+    monkeypatch.setattr(modadd, "train_seed", lambda *args, **kwargs: pytest.fail("computed twice"))
+    loaded = modadd.run_modadd(tiny_modadd.config, results_dir=tmp_path, device="cpu", n_workers=0,
+                               progress=False)
+    assert holder.wait(timeout=60) == 0
+    pd.testing.assert_frame_equal(loaded.curves, tiny_modadd.curves)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [final.name]
 
 
 def test_measures_are_complete_and_sane(tiny_modadd):

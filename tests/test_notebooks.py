@@ -60,6 +60,58 @@ def test_unknown_parameter_is_rejected_before_work():
         execute.check_plan({"00_data": {"steps": 5}}, NOTEBOOKS)
 
 
+def _parameters_and_config_call(name: str) -> tuple[dict, set[str]]:
+    """A notebook's declared parameter defaults, and the keywords of the config built after them."""
+    cells = [cell for cell in nbformat.read(REPO_ROOT / "notebooks" / f"{name}.ipynb", as_version=4).cells
+             if cell.cell_type == "code"]
+    index = next(i for i, cell in enumerate(cells) if "parameters" in cell.metadata.get("tags", []))
+    defaults = {ast.unparse(s.target): ast.literal_eval(s.value) for s in ast.parse(cells[index].source).body}
+    body = next(cell for cell in cells[index + 1:] if "injected-parameters" not in cell.metadata.get("tags", []))
+    calls = [node for node in ast.walk(ast.parse(body.source))
+             if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("Config")]
+    return defaults, {keyword.arg for call in calls for keyword in call.keywords}
+
+
+def test_mlp_notebook_declares_and_passes_the_training_settings():
+    """lr, dtype, batch_size, data_source: declared, at the paper's defaults, passed to MLPConfig."""
+    from grokutils.train import MLPConfig
+
+    defaults, passed = _parameters_and_config_call("01_mlp_grokking")
+    for name in ("lr", "dtype", "batch_size", "data_source"):
+        assert defaults.get(name) == getattr(MLPConfig(), name), name
+    config_fields = set(MLPConfig.__dataclass_fields__)
+    assert config_fields & set(defaults) <= passed, "declared but not passed to MLPConfig"
+
+
+def _refuse_execution(monkeypatch) -> None:
+    """Make any notebook execution fail the test."""
+    monkeypatch.setattr(execute, "execute_notebook", lambda *args, **kwargs: pytest.fail("a notebook ran"))
+
+
+def test_unknown_command_line_parameter_is_rejected_before_work(monkeypatch):
+    _refuse_execution(monkeypatch)
+    with pytest.raises(ValueError, match=r"-p sets \['lrr'\] for 01_mlp_grokking, which declares no such"):
+        execute.main(["--only", "01_mlp_grokking", "-p", "lrr", "1e-3"])
+
+
+def test_command_line_parameters_are_typed_and_follow_the_profile(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(execute, "execute_notebook", lambda *args: calls.append(args))
+    execute.main(["--profile", "smoke", "--only", "01_mlp_grokking", "--output-dir", str(tmp_path),
+                  "-p", "lr", "1e-3", "-p", "device", "cpu", "-p", "steps", "2000", "-p", "dtype", "float32"])
+    [(path, parameters, output)] = calls
+    assert path.name == "01_mlp_grokking.ipynb" and output == tmp_path / "01_mlp_grokking.ipynb"
+    smoke = execute.load_profile("smoke")["01_mlp_grokking"]
+    assert parameters == {**smoke, "lr": 0.001, "device": "cpu", "steps": 2000, "dtype": "float32"}
+
+
+def test_readme_runs_notebooks_through_the_checked_path():
+    """The README's example of a one-off run goes through `grokutils.execute`, which refuses typos."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert "bin/papermill notebooks" not in readme
+    assert "-m grokutils.execute --only 01_mlp_grokking --output-dir" in readme
+
+
 @pytest.mark.slow
 def test_data_notebook_runs_with_overrides(tmp_path):
     """papermill with overridden parameters, into a temporary folder; outputs follow them."""

@@ -39,7 +39,7 @@ def test_second_call_loads_without_training(tiny_run, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a finished run was recomputed")
 
-    monkeypatch.setattr(experiment, "train_seed", refuse)
+    monkeypatch.setattr(experiment, "cached_mnist", refuse)  # the first step of computing a run
     again = experiment.run_experiment(tiny_run.config, results_dir=tiny_run.path.parent)
     pd.testing.assert_frame_equal(again.curves, tiny_run.curves)
 
@@ -71,20 +71,23 @@ def test_unsealed_folder_is_not_a_finished_run(tiny_run, tmp_path):
 
 @pytest.mark.slow
 def test_interrupted_experiment_resumes_and_matches(tmp_path, monkeypatch, tiny_run):
-    """Seed 1 fails mid-run: nothing is sealed; the rerun finishes with the same tables."""
-    real_train = experiment.train_seed
+    """Training is killed at a checkpoint mid-run: nothing is sealed; the rerun finishes with the same tables."""
+    real_train = experiment.train_seeds
+    kill_at = tiny_run.config.checkpoint_steps[3]
 
-    def fail_on_seed_1(config, seed, *args, **kwargs):
-        if seed == 1:
-            raise KeyboardInterrupt("simulated kill")
-        return real_train(config, seed, *args, **kwargs)
+    def killed_mid_run(config, seed_dirs, *args, on_checkpoint, **kwargs):
+        def callback(seed, step, path):
+            on_checkpoint(seed, step, path)
+            if step == kill_at:
+                raise KeyboardInterrupt("simulated kill")
+        return real_train(config, seed_dirs, *args, on_checkpoint=callback, **kwargs)
 
-    monkeypatch.setattr(experiment, "train_seed", fail_on_seed_1)
+    monkeypatch.setattr(experiment, "train_seeds", killed_mid_run)
     with pytest.raises(KeyboardInterrupt):
         experiment.run_experiment(tiny_run.config, results_dir=tmp_path, n_workers=1, progress=False)
     final = results.run_dir(tiny_run.config, tmp_path)
     assert not final.exists() and results.partial_dir(final).is_dir()
-    monkeypatch.setattr(experiment, "train_seed", real_train)
+    monkeypatch.setattr(experiment, "train_seeds", real_train)
     resumed = experiment.run_experiment(tiny_run.config, results_dir=tmp_path, n_workers=1, progress=False)
     assert not results.partial_dir(final).exists()
     pd.testing.assert_frame_equal(resumed.curves, tiny_run.curves)
@@ -97,3 +100,134 @@ def test_meta_records_versions_device_and_timings(tiny_run):
     assert meta["device"].startswith("cpu")
     assert set(meta["timings"]) == {"train_s", "measure_s", "wall_s"}
     assert set(meta["file_sizes"]) == set(results.FILES)
+    assert meta["file_sha256"] == {name: results.file_sha256(tiny_run.path / name) for name in results.FILES}
+
+
+def _flip_byte(path, offset: int = -100) -> None:
+    """Flip one bit of one byte: the size stays, the content does not."""
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _drop_hashes(folder) -> dict:
+    """Rewrite meta.json as sealed before hashes existed (sizes only); returns the full meta."""
+    meta = json.loads((folder / "meta.json").read_text())
+    legacy = {key: value for key, value in meta.items() if key != "file_sha256"}
+    (folder / "meta.json").write_text(json.dumps(legacy, indent=1) + "\n")
+    return meta
+
+
+def test_flipped_byte_is_not_a_finished_run(tiny_run, tmp_path):
+    copy = _copy_run(tiny_run, tmp_path)
+    _flip_byte(copy / "weights.safetensors")
+    assert not results.is_complete(copy)
+    with pytest.raises(FileNotFoundError, match="weights.safetensors: SHA-256 differs from the seal"):
+        results.load_run(copy, MLPConfig)
+
+
+def test_seal_without_hashes_loads_and_the_migration_adds_them(tiny_run, tmp_path):
+    copy = _copy_run(tiny_run, tmp_path)
+    fresh = _drop_hashes(copy)
+    assert results.is_complete(copy)  # a seal written before hashes: sizes only, still loads
+    assert results.main(["--add-hashes", str(copy)]) == 0
+    assert json.loads((copy / "meta.json").read_text()) == fresh
+    assert results.add_hashes(copy) is False  # already hashed: nothing to do
+    _flip_byte(copy / "arrays.npz")
+    assert not results.is_complete(copy)
+
+
+def test_migration_refuses_a_folder_that_is_not_complete(tiny_run, tmp_path):
+    copy = _copy_run(tiny_run, tmp_path)
+    _drop_hashes(copy)
+    (copy / "curves.parquet").write_bytes(b"")
+    with pytest.raises(ValueError, match="curves.parquet: size 0, sealed"):
+        results.add_hashes(copy)
+    assert "file_sha256" not in json.loads((copy / "meta.json").read_text())
+
+
+def test_committed_results_are_sealed_with_hashes():
+    from grokutils.paths import RESULTS_DIR
+
+    folders = [path for path in RESULTS_DIR.iterdir() if path.is_dir() and not path.name.endswith(".partial")]
+    assert folders
+    for folder in folders:
+        assert results.is_complete(folder), folder.name
+        assert set(json.loads((folder / "meta.json").read_text())["file_sha256"]) == set(results.FILES)
+
+
+def test_full_disk_removes_the_temporary_file_and_names_the_path(tmp_path, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    def half_then_full(self, data):
+        with open(self, "wb") as handle:
+            handle.write(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", half_then_full)
+    target = tmp_path / "measures.npz"
+    with pytest.raises(OSError, match=f"could not write {target}: No space left on device") as raised:
+        results.atomic_write_bytes(target, b"x" * 1000)
+    assert raised.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_corrupted_store_is_recomputed_with_a_warning(tiny_run, tmp_path, monkeypatch, caplog):
+    """A sealed folder whose bytes changed is recomputed, and the log names the folder and file."""
+    copy = _copy_run(tiny_run, tmp_path)
+    _flip_byte(copy / "weights.safetensors")
+
+    def stop(*args, **kwargs):
+        raise RuntimeError("recomputing started")
+
+    monkeypatch.setattr(experiment, "cached_mnist", stop)
+    with caplog.at_level("WARNING", logger="grokutils"), pytest.raises(RuntimeError, match="recomputing"):
+        experiment.run_experiment(tiny_run.config, results_dir=tmp_path, device="cpu", progress=False)
+    warning = " ".join(record.getMessage() for record in caplog.records if record.levelname == "WARNING")
+    assert copy.name in warning and "weights.safetensors" in warning and "recomputing" in warning
+
+
+def test_early_failure_leaves_no_partial_folder_or_lock(tmp_path, monkeypatch):
+    def no_data(*args, **kwargs):
+        raise OSError("no MNIST here")
+
+    monkeypatch.setattr(experiment, "cached_mnist", no_data)
+    with pytest.raises(OSError, match="no MNIST here"):
+        experiment.run_experiment(MLPConfig(steps=5), results_dir=tmp_path, device="cpu", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_second_process_waits_for_the_first_and_loads_its_result(tiny_run, tmp_path, monkeypatch, caplog,
+                                                                 hold_run_lock):
+    """Another process holds the run's lock, then stores the run: this one waits and loads it."""
+    final = results.run_dir(tiny_run.config, tmp_path)
+    holder = hold_run_lock(final, source=tiny_run.path, seconds=2.0)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("computed a run another process was computing")
+
+    monkeypatch.setattr(experiment, "cached_mnist", refuse)
+    with caplog.at_level("WARNING", logger="grokutils"):
+        loaded = experiment.run_experiment(tiny_run.config, results_dir=tmp_path, device="cpu", progress=False)
+    assert holder.wait(timeout=60) == 0
+    assert "waiting" in caplog.text and final.name in caplog.text
+    pd.testing.assert_frame_equal(loaded.curves, tiny_run.curves)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [final.name]  # no lock file left
+
+
+def test_lock_is_released_when_its_holder_dies(tmp_path, hold_run_lock):
+    import threading
+
+    final = tmp_path / "run"
+    holder = hold_run_lock(final, seconds=60.0)
+    holder.kill()
+    holder.wait()
+    acquired = threading.Event()
+
+    def take() -> None:
+        with results.run_lock(final):
+            acquired.set()
+
+    threading.Thread(target=take, daemon=True).start()
+    assert acquired.wait(timeout=20), "the lock of a killed process was not released"

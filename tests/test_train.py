@@ -34,8 +34,13 @@ def test_log_spaced_steps_short_run_keeps_every_step():
 @pytest.mark.parametrize("field, value, message", [
     ("steps", -5, "steps must be a positive integer, got -5"),
     ("n_seeds", 0, "n_seeds must be a positive integer, got 0"),
-    ("lr", 0.0, "lr must be a positive number, got 0.0"),
-    ("weight_decay", -0.01, "weight_decay must be a non-negative number, got -0.01"),
+    ("lr", 0.0, "lr must be a positive finite number, got 0.0"),
+    ("lr", float("nan"), "lr must be a positive finite number, got nan"),
+    ("lr", float("inf"), "lr must be a positive finite number, got inf"),
+    ("init_scale", float("nan"), "init_scale must be a positive finite number, got nan"),
+    ("weight_decay", -0.01, "weight_decay must be a non-negative finite number, got -0.01"),
+    ("weight_decay", float("inf"), "weight_decay must be a non-negative finite number, got inf"),
+    ("weight_decay", float("nan"), "weight_decay must be a non-negative finite number, got nan"),
     ("data_source", "emnist", "data_source must be one of"),
     ("dtype", "float16", "dtype must be one of"),
     ("batch_size", 5000, "batch_size=5000 exceeds the 1000 training images"),
@@ -46,8 +51,71 @@ def test_config_rejects_bad_values(field, value, message):
 
 
 def test_bad_device_is_named():
-    with pytest.raises(ValueError, match="device must be 'auto', 'cpu' or 'cuda\\[:N\\]', got 'gpu0'"):
+    accepted = r"device must be 'auto', 'cpu' or 'cuda\[:N\]' with N < \d+ "
+    with pytest.raises(ValueError, match=accepted + ".*got 'gpu0'"):
         train.resolve_device("gpu0")
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", "cuda:7", "mps", "meta"])
+def test_unavailable_device_is_refused(device, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(ValueError, match=rf"device must be 'auto', 'cpu' or 'cuda\[:N\]' with N < 0 "
+                                         rf"\(CUDA devices here: 0\), got '{device}'"):
+        train.resolve_device(device)
+
+
+def test_cuda_index_must_name_an_existing_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert train.resolve_device("cuda") == torch.device("cuda")
+    assert train.resolve_device("cuda:1") == torch.device("cuda:1")
+    assert train.resolve_device("auto") == torch.device("cuda")
+    with pytest.raises(ValueError, match=r"with N < 2 \(CUDA devices here: 2\), got 'cuda:7'"):
+        train.resolve_device("cuda:7")
+
+
+def test_cpu_is_always_accepted(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert train.resolve_device("cpu") == torch.device("cpu")
+    assert train.resolve_device("auto") == torch.device("cpu")
+
+
+def test_bad_device_fails_before_any_folder_is_written(tmp_path, monkeypatch):
+    from grokutils.experiment import run_experiment
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(ValueError, match="got 'cuda'"):
+        run_experiment(MLPConfig(steps=5), results_dir=tmp_path, device="cuda", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("as_safetensors", [False, True])
+def test_full_disk_leaves_no_temporary_file_and_names_the_path(tmp_path, monkeypatch, as_safetensors):
+    import errno
+    from pathlib import Path
+
+    def half_then_full(self, data):
+        with open(self, "wb") as handle:
+            handle.write(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", half_then_full)
+    target = tmp_path / "state.pt"
+    with pytest.raises(OSError, match=f"could not write {target}: No space left on device") as raised:
+        train.save_atomic({"w": torch.ones(3, 3)}, target, as_safetensors=as_safetensors)
+    assert raised.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_saved_state_loads_back(tmp_path):
+    state = {"model": {"w": torch.arange(6.0).reshape(2, 3)}, "step": 7, "status": "running"}
+    train.save_atomic(state, tmp_path / "state.pt")
+    train.save_atomic(state["model"], tmp_path / "w.safetensors", as_safetensors=True)
+    assert torch.load(tmp_path / "state.pt", weights_only=True)["step"] == 7
+    from safetensors.torch import load_file
+    assert torch.equal(load_file(tmp_path / "w.safetensors")["w"], state["model"]["w"])
 
 
 def test_mlp_is_default_init_times_scale():
