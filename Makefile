@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh machine (see README.md):
-#   make book   execute the notebooks with papermill (PROFILE=smoke by default) and build the book
+#   make book   execute the notebooks with papermill (PROFILE=accelerated by default) and build the book
 #   make test   unit tests, notebook regression tests (nbval) and checks of the built book
 # Both create .venv and install the project into it when missing.
 
@@ -7,7 +7,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
-PROFILE ?= smoke
+PROFILE ?= accelerated
 INSTALLED := $(VENV)/.installed
 # pip on this workplace warns about every package missing from a local mirror; drop that noise
 PIP_NOISE := /is ignored: it is neither a file nor a directory/d

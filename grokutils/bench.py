@@ -150,11 +150,23 @@ def mlp_rows(args: argparse.Namespace, device: torch.device) -> list[str]:
         mode = f" ({_trainer_mode(trainers[name][1])})" if name in trainers else ""
         lines.append(f"{name + mode:<38}{1 / seconds:>9,.0f}{n_seeds / seconds:>14,.0f}"
                      f"{1 / seconds / naive_rate:>9.1f}x{PAPER_STEPS * seconds / 60:>8.1f} min{untimed:>8.1f} s")
+    lines += _speedup_lines(timings, args)
     for name, (dtype, trainer) in trainers.items():
         absolute, relative = weight_difference(trainer, references[dtype])
         lines.append(f"{name} (seed 0) vs reference {dtype} after {trainer.step} steps: "
                      f"max |w difference| {absolute:.3g} ({relative:.3g} of max |w|)")
     return lines
+
+
+def _speedup_lines(timings: dict, args: argparse.Namespace) -> list[str]:
+    """Seed-steps/s of the best float32 row over the float64 batched row (the trainer before float32)."""
+    def rate(name: str) -> float:
+        n_seeds, _, seconds = timings[name]
+        return n_seeds / seconds
+
+    before = f"fast float64, {_seeds(args.seeds)}"
+    after = max((name for name in timings if name.startswith("fast float32")), key=rate)
+    return [f"speed-up in seed-steps/s: '{after}' over '{before}': {rate(after) / rate(before):.2f}x"]
 
 
 def _process_worker(args: argparse.Namespace, barrier, queue) -> None:

@@ -1,6 +1,6 @@
 """Execute the book's notebooks with papermill under a parameter profile (`make notebooks`).
 
-    python -m grokutils.execute --profile smoke            # every notebook in _toc.yml order
+    python -m grokutils.execute                            # every notebook, profile accelerated
     python -m grokutils.execute --profile paper --only 01_mlp_grokking
     python -m grokutils.execute --only 01_mlp_grokking --output-dir /tmp/nb -p steps 2000 -p lr 1e-3
 
@@ -115,7 +115,7 @@ def execute_notebook(path: Path, parameters: dict, output: Path | None = None) -
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
     """The parsed command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="smoke", help=f"one of {available_profiles()}")
+    parser.add_argument("--profile", default="accelerated", help=f"one of {available_profiles()}")
     parser.add_argument("--only", nargs="*", default=None, help="notebook names (default: all in _toc.yml)")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="override one parameter of every selected notebook, after the profile")

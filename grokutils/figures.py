@@ -31,6 +31,13 @@ def _band(ax: plt.Axes, frame: pd.DataFrame, column: str, label: str, **style) -
                     color=line.get_color(), alpha=0.2, lw=0)
 
 
+def stamp_protocol(fig: plt.Figure, config) -> plt.Figure:
+    """Write the run's protocol, and how it differs from the papers', in small print under a figure."""
+    fig.text(0.01, 0.002, paper.protocol_short(config), fontsize=7, color="dimgray", ha="left", va="bottom")
+    fig.subplots_adjust(bottom=max(fig.subplotpars.bottom, 0.16))
+    return fig
+
+
 def accuracy_figure(result: RunResult, phases: Phases) -> plt.Figure:
     """Figure 1: train and test accuracy against steps, phases shaded."""
     fig, ax = plt.subplots()
@@ -41,7 +48,7 @@ def accuracy_figure(result: RunResult, phases: Phases) -> plt.Figure:
     ax.set_ylim(0, 1.02)
     _log_steps(ax)
     ax.legend(loc="lower right", fontsize=8)
-    return fig
+    return stamp_protocol(fig, result.config)
 
 
 def with_average_alpha(layers: pd.DataFrame) -> pd.DataFrame:
@@ -67,7 +74,7 @@ def alpha_figure(result: RunResult, phases: Phases, layers=("fc1", "fc2", "avera
     twin.set_ylim(0, 1.02)
     twin.grid(False)
     ax.legend(loc="upper right", fontsize=8)
-    return fig
+    return stamp_protocol(fig, result.config)
 
 
 def traps_figure(result: RunResult, phases: Phases) -> plt.Figure:
@@ -81,7 +88,7 @@ def traps_figure(result: RunResult, phases: Phases) -> plt.Figure:
     ax.set_ylabel("correlation traps (rand_num_spikes)")
     _log_steps(ax)
     ax.legend(loc="upper left", fontsize=8)
-    return fig
+    return stamp_protocol(fig, result.config)
 
 
 PROGRESS_MEASURES = {
@@ -111,7 +118,7 @@ def progress_measures_figure(result: RunResult, phases: Phases) -> plt.Figure:
         ax.set_title(title, fontsize=9)
         _log_steps(ax)
     fig.tight_layout()
-    return fig
+    return stamp_protocol(fig, result.config)
 
 
 def _nearest_step(steps: np.ndarray, target: int) -> int | None:

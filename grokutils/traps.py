@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
+from grokutils.figures import stamp_protocol
 from grokutils.htsr import POOLED_BELOW_N_EVALS
 
 KDE_BANDWIDTH = 0.1  # bandwidth of the linear-kernel KDE (weightwatcher's bw)
@@ -464,7 +465,7 @@ def esd_grid_figure(result, seed: int, steps: Mapping[int, str], layers: tuple[s
                         fit_rand_spectrum(rand_evals, (int(fields.N), int(fields.M))),
                         title=f"{layer}: W_rand, step {step:,}\n{label}")
     fig.tight_layout()
-    return fig
+    return stamp_protocol(fig, result.config)
 
 
 def trap_example_steps(refit: pd.DataFrame, phases, seed: int) -> dict[int, str]:

@@ -74,3 +74,17 @@ def test_logging_and_warning_filters_are_left_alone():
 def test_bad_matrices_are_named(matrices, message):
     with pytest.raises(ValueError, match=message):
         htsr.analyze_matrices(matrices)
+
+
+def test_checkpoint_call_keeps_every_column_of_the_authors_call():
+    """The checkpoint analysis leaves out vectors and detX: the columns we keep are unchanged."""
+    from grokutils.paths import RESULTS_DIR
+    from grokutils.results import load_run
+    from grokutils.train import MLPConfig
+
+    run = load_run(RESULTS_DIR / "mlp-wd0-3000steps-2seeds-efeacd3cbc68", MLPConfig)  # trained weights
+    weights = {name: w.double().numpy() for name, w in weight_matrices(run.weights(0, "final")).items()}
+    authors = htsr.analyze_matrices(weights, seed=11)
+    fast = htsr.analyze_matrices(weights, seed=11, **htsr.CHECKPOINT_ANALYZE_KWARGS)
+    assert not htsr.CHECKPOINT_ANALYZE_KWARGS["vectors"] and not htsr.CHECKPOINT_ANALYZE_KWARGS["detX"]
+    pd.testing.assert_frame_equal(fast, authors)

@@ -59,3 +59,21 @@ def test_circuit_complexity_is_zero_without_perturbation():
     with torch.no_grad():
         assert measures.circuit_complexity_paper(model, x, drop_fraction=0.0, seed=0) == pytest.approx(0.0)
         assert measures.circuit_complexity_notebook(model, x, dropout_p=0.0, seed=0) == pytest.approx(0.0)
+
+
+def test_a_float32_checkpoint_is_measured_in_float32():
+    """Issue 15, item 1: the float64 data used to meet a float32 model (`mat1 and mat2 must have the same dtype`)."""
+    from grokutils.measures import model_measures
+    from grokutils.train import MLPConfig
+
+    config = MLPConfig(steps=10, dtype="float32")
+    state = make_mlp(0, config.init_scale, "float32").state_dict()
+    row = model_measures(state, config, seed=0, step=10)
+    assert 0 <= row["test_accuracy"] <= 1 and np.isfinite(row["lcc_paper"]) and np.isfinite(row["lcc_notebook"])
+
+
+def test_one_svd_gives_the_spectrum_and_the_top_vector():
+    w = np.random.default_rng(2).normal(size=(20, 60))
+    evals, v1 = measures.spectrum_and_top_vector(w)
+    np.testing.assert_allclose(evals, measures.spectrum(w), rtol=1e-10)
+    np.testing.assert_allclose(v1, measures.top_right_vector(w), atol=1e-12)

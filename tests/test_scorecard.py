@@ -16,12 +16,22 @@ def test_verdict_thresholds(ours, expected):
     assert scorecard.verdict(ours, paper_mean=5.0, spread=0.7) == expected
 
 
-def test_tiny_run_claims_beyond_its_length_are_not_run_yet(tiny_run):
-    card = scorecard.mlp_scorecard(tiny_run)
+def test_tiny_run_claims_beyond_its_length_are_not_run_yet_at_paper_scale(tiny_run):
+    card = scorecard.mlp_scorecard(None, (tiny_run, None))
     assert len(card) == 3 + 9 + 6 + 9
-    assert set(card.verdict) == {"not run yet"}  # 30 steps reach none of 1e5, 1e6, 1e7
-    counts = scorecard.verdict_counts(card)
+    assert set(card["verdict, paper scale"]) == {"not run yet"}  # 30 steps reach none of 1e5, 1e6, 1e7
+    assert set(card["verdict, accelerated"]) == {"not run yet"}  # no accelerated run given
+    counts = scorecard.verdict_counts(card, "verdict, paper scale")
     assert list(counts.index) == list(scorecard.VERDICTS) and counts["not run yet"] == len(card)
+
+
+def test_accelerated_claims_are_read_at_our_phase_edges(tiny_run):
+    """30 steps never fit the training set: the whole run is pre-grokking, read at its last step."""
+    card = scorecard.mlp_scorecard((tiny_run, None)).set_index("claim")
+    row = card.loc["alpha fc1, pre-grokking"]
+    assert row["ours, accelerated"].endswith("(step 30)") and row["verdict, accelerated"] != "not run yet"
+    assert card.loc["alpha fc1, grokking", "verdict, accelerated"] == "not run yet"
+    assert card.loc["test accuracy collapses", "verdict, accelerated"] == "not reproduced"
 
 
 def test_claims_are_scored_once_the_step_is_reached(tiny_run, monkeypatch):
@@ -29,17 +39,22 @@ def test_claims_are_scored_once_the_step_is_reached(tiny_run, monkeypatch):
     layers = tiny_run.layers.assign(step=tiny_run.layers.step.replace({30: 100_000}))
     curves = tiny_run.curves.assign(step=tiny_run.curves.step.replace({30: 100_000}))
     stretched = dataclasses.replace(tiny_run, layers=layers, curves=curves)
-    monkeypatch.setattr(scorecard, "_ks_claims", lambda result: [])  # its arrays keep the old step keys
-    card = scorecard.mlp_scorecard(stretched).set_index("claim")
-    row = card.loc["alpha fc1 at 1e+05 steps (pre-grokking)"]
-    assert row.verdict in {"reproduced", "partly", "not reproduced"} and row.ours != "-"
-    assert card.loc["alpha fc1 at 1e+06 steps (grokking)"].verdict == "not run yet"
+    monkeypatch.setattr(scorecard, "_ks_claims", lambda result, edges: [])  # its arrays keep the old step keys
+    card = scorecard.mlp_scorecard(None, (stretched, None)).set_index("claim")
+    row = card.loc["alpha fc1, pre-grokking"]
+    assert row["verdict, paper scale"] in {"reproduced", "partly", "not reproduced"}
+    assert row["ours, paper scale"].endswith("(step 100,000)")
+    assert card.loc["alpha fc1, grokking", "verdict, paper scale"] == "not run yet"
 
 
 def test_wrong_run_is_rejected(tiny_run):
     other = dataclasses.replace(tiny_run, config=dataclasses.replace(tiny_run.config, weight_decay=0.01))
     with pytest.raises(ValueError, match="wd0 must be a weight_decay=0 run, got weight_decay=0.01"):
-        scorecard.mlp_scorecard(other)
+        scorecard.mlp_scorecard((other, None))
+    with pytest.raises(ValueError, match="got neither"):
+        scorecard.mlp_scorecard(None, None)
+    with pytest.raises(ValueError, match="scale must be one of"):
+        scorecard.claim_edges(tiny_run, "fast")
 
 
 def test_modadd_claims_from_the_stored_smoke_run():

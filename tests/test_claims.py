@@ -1,0 +1,93 @@
+"""grokutils.claims: the per-seed checks of the papers' MLP claims, on runs of known shape."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from grokutils import claims
+from grokutils.results import RunResult
+from grokutils.train import MLPConfig
+
+STEPS = [0, 10, 100, 1_000, 10_000, 100_000]
+
+
+def _run(test: list[float], alpha_fc1: list[float], traps_fc1: list[int], l2: list[float],
+         train: list[float] | None = None, seeds: int = 2) -> RunResult:
+    """A stored-run look-alike: the same curves for every seed (seed s shifted by s / 1000)."""
+    train = train or [0.1, 0.5, 1.0, 1.0, 1.0, 1.0]
+    curves, layers = [], []
+    for seed in range(seeds):
+        for i, step in enumerate(STEPS):
+            curves.append({"seed": seed, "step": step, "train_accuracy": train[i],
+                           "test_accuracy": test[i] + seed / 1000, "l2_norm": l2[i],
+                           "activation_sparsity": 0.5, "lcc_paper": 1.0 + i, "lcc_notebook": 2.0 - i / 10})
+            for layer, alpha, traps in (("fc1", alpha_fc1[i], traps_fc1[i]), ("fc2", 3.0, 0), ("fc3", 4.0, 0)):
+                layers.append({"seed": seed, "step": step, "layer": layer, "alpha": alpha, "traps": traps,
+                               "abs_weight_entropy": 100.0 + i})
+    return RunResult(Path("synthetic"), MLPConfig(steps=100_000, n_seeds=seeds), {}, pd.DataFrame(curves),
+                     pd.DataFrame(layers))
+
+
+COLLAPSING = _run(test=[0.1, 0.2, 0.5, 0.8, 0.7, 0.55], alpha_fc1=[5, 5, 4, 3, 1.9, 1.5],
+                  traps_fc1=[0, 0, 0, 0, 0, 4], l2=[1, 2, 3, 4, 5, 6])
+
+
+def test_collapse_found_per_seed_with_its_size_and_step():
+    table = claims.collapse_table(COLLAPSING)
+    assert list(table.index) == [0, 1]
+    assert table.loc[0, "t_fit"] == 100 and table.loc[0, "t_peak"] == 1_000
+    assert table.loc[0, "t_collapse"] == 10_000  # 0.7 < 0.8 - 0.05
+    assert table.loc[0, "fall"] == pytest.approx(0.25)
+    assert bool(table.loc[0, "collapsed_with_high_train"])
+
+
+def test_a_collapse_with_falling_train_accuracy_is_not_counted_as_one():
+    run = _run(test=[0.1, 0.2, 0.5, 0.8, 0.7, 0.55], alpha_fc1=[5] * 6, traps_fc1=[0] * 6, l2=[1] * 6,
+               train=[0.1, 0.5, 1.0, 1.0, 0.95, 0.9])
+    assert not claims.collapse_table(run).collapsed_with_high_train.any()
+
+
+def test_alpha_crossing_and_its_lead_before_the_collapse():
+    table = claims.alpha_crossing_table(COLLAPSING)
+    fc1 = table.loc[(0, "fc1")]
+    assert fc1["t_below_2"] == 10_000 and fc1["t_collapse"] == 10_000 and fc1["lead_steps"] == 0
+    assert fc1["alpha_grokking"] == 3 and fc1["alpha_anti-grokking"] == 1.5
+    assert pd.isna(table.loc[(0, "fc2"), "t_below_2"])  # fc2 stays at 3
+
+
+def test_alpha_must_stay_below_2_to_count_as_crossed():
+    run = _run(test=[0.1, 0.2, 0.5, 0.8, 0.7, 0.55], alpha_fc1=[5, 1.5, 4, 3, 1.9, 1.5],
+               traps_fc1=[0] * 6, l2=[1] * 6)
+    assert claims.alpha_crossing_table(run).loc[(0, "fc1"), "t_below_2"] == 10_000  # not the dip at step 10
+
+
+def test_traps_none_before_the_collapse_some_after():
+    table = claims.trap_onset_table(COLLAPSING)
+    assert table.loc[(0, "fc1"), "max_traps_before_collapse"] == 0
+    assert table.loc[(0, "fc1"), "traps_at_end"] == 4 and table.loc[(0, "fc1"), "first_step_with_trap"] == 100_000
+
+
+def test_measure_turns_only_where_the_trend_reverses():
+    table = claims.measure_turn_table(COLLAPSING)
+    assert not table.loc[(0, "l2_norm"), "turns"]  # grows through both phases
+    assert table.loc[(0, "l2_norm"), "change_in_anti_grokking"] == pytest.approx((6 - 4) / 4)
+    turning = _run(test=[0.1, 0.2, 0.5, 0.8, 0.7, 0.55], alpha_fc1=[5] * 6, traps_fc1=[0] * 6,
+                   l2=[1, 2, 3, 4, 3, 2])
+    assert claims.measure_turn_table(turning).loc[(0, "l2_norm"), "turns"]
+
+
+def test_no_collapse_no_turn_rows_and_summary_says_not_reached():
+    flat = _run(test=[0.1, 0.2, 0.5, 0.8, 0.8, 0.8], alpha_fc1=[5] * 6, traps_fc1=[0] * 6, l2=[1] * 6)
+    assert claims.measure_turn_table(flat).empty and claims.summarize(claims.measure_turn_table(flat)).empty
+    summary = claims.summarize(claims.collapse_table(flat))
+    assert summary.loc["all seeds", "t_collapse"] == "not reached"
+    assert summary.loc["all seeds", "peak_test_accuracy"].startswith("0.8")
+
+
+def test_summary_is_mean_and_sd_over_seeds():
+    summary = claims.summarize(claims.collapse_table(COLLAPSING))
+    values = [0.8, 0.801]
+    assert summary.loc["all seeds", "peak_test_accuracy"] == f"{np.mean(values):.4g} ± {np.std(values, ddof=1):.2g}"
