@@ -17,6 +17,7 @@ PIP_NOISE := /is ignored: it is neither a file nor a directory/d
 book: notebooks html
 
 test: install browser html
+	$(VENV)/bin/ruff check grokutils tests benchmarks
 	$(PYTHON) -m pytest tests notebooks --nbval --nbval-current-env \
 	    --sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import nbformat
 import yaml
 
-from grokutils.paths import NOTEBOOKS_DIR, REPO_ROOT
+from grokutils.paths import REPO_ROOT
 
 log = logging.getLogger(__name__)
 PROFILES_DIR = REPO_ROOT / "profiles"

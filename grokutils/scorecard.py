@@ -92,9 +92,9 @@ def _phase_claims(result: RunResult, scale: str) -> list[dict]:
 
     def row(claim, paper_text, ours, ok, needed):
         done = last >= needed if paper_scale else True
+        scored = ok if isinstance(ok, str) else "reproduced" if ok else "not reproduced"
         return {"source": "Fig 1", "claim": claim, "paper": paper_text, "tolerance": "as stated",
-                "ours": ours if done else "-", "verdict": (ok if isinstance(ok, str) else
-                                                          "reproduced" if ok else "not reproduced") if done else "not run yet"}
+                "ours": ours if done else "-", "verdict": scored if done else "not run yet"}
 
     fit, peak = phases.t_fit, phases.t_peak
     in_range = (lambda value, low, high: value is not None and low <= value <= high) if paper_scale else \

@@ -33,9 +33,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import matplotlib.pyplot as plt
-from matplotlib.ticker import FormatStrFormatter, NullFormatter, ScalarFormatter
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import FormatStrFormatter, NullFormatter, ScalarFormatter
 from scipy import optimize, stats
 
 from grokutils.figures import stamp_protocol
@@ -552,7 +552,8 @@ def trap_count_table(refit: pd.DataFrame, edges: Mapping[str, int | None], paper
             frame = refit[(refit.layer == layer) & (refit.step == step)]
             reached = step is not None and len(frame) > 0
             rows.append({"layer": layer, "phase": phase, "step": f"{step:,}" if reached else "not reached",
-                         "weightwatcher (run)": _mean_sd(frame.traps_weightwatcher, ".1f") if reached else "not reached",
+                         "weightwatcher (run)": (_mean_sd(frame.traps_weightwatcher, ".1f") if reached
+                                                 else "not reached"),
                          "ours (stored shuffle)": _mean_sd(frame.traps, ".1f") if reached else "not reached",
                          "paper": reported[0] if reported[1] is None else f"{reported[0]:g} ± {reported[1]:g}"})
     return pd.DataFrame(rows).set_index(["layer", "phase"])

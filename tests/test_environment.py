@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import importlib
-import tomllib
 
 import pytest
+import tomllib
 import yaml
 
 from grokutils.paths import REPO_ROOT

@@ -11,8 +11,17 @@ import pytest
 import torch
 from torch import nn
 
-from grokutils.monitor import (AlarmStop, AlarmWarning, Monitor, alarm_reasons, analyzed_modules, first_alarms,
-                               lead_times, read_log, snapshot)
+from grokutils.monitor import (
+    AlarmStop,
+    AlarmWarning,
+    Monitor,
+    alarm_reasons,
+    analyzed_modules,
+    first_alarms,
+    lead_times,
+    read_log,
+    snapshot,
+)
 
 WIDTH = 100  # 100 x 100 layers: the smallest WeightWatcher neither pools nor skips
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import matplotlib
 import numpy as np
 import pytest
+from test_traps import FAKE_STEPS, build_fake_run  # the stored run without training
 
 from grokutils import prototypes
-from test_traps import FAKE_STEPS, build_fake_run  # the stored run without training
 
 matplotlib.use("Agg")
 
