@@ -142,7 +142,9 @@ def summarize(table: pd.DataFrame, by: str | None = None) -> pd.DataFrame:
         values = values.dropna()
         if values.empty:
             return "not reached"
-        return f"{values.mean():.4g}" if len(values) < 2 else f"{values.mean():.4g} ± {values.std():.2g}"
+        steps = bool((values == values.round()).all() and values.abs().max() >= 1000)  # step counts: 12,345
+        spec, sd_spec = (",.0f", ",.0f") if steps else (".4g", ".2g")
+        return f"{values.mean():{spec}}" if len(values) < 2 else f"{values.mean():{spec}} ± {values.std():{sd_spec}}"
 
     grouped = numeric.groupby(level=by) if by else numeric.groupby(lambda _: "all seeds")
     return grouped.agg(mean_sd)
