@@ -89,8 +89,7 @@ def default_workers() -> int:
 
 def load_if_stored(config: MLPConfig, results_dir: Path | str = RESULTS_DIR) -> RunResult | None:
     """The finished run of `config` if the results store holds it, else None (nothing is trained)."""
-    final = results.run_dir(config, Path(results_dir))
-    return results.load_run(final, MLPConfig) if results.is_complete(final) else None
+    return results.load_if_finished(results.run_dir(config, Path(results_dir)), MLPConfig)
 
 
 def run_experiment(config: MLPConfig, results_dir: Path | str = RESULTS_DIR, device: str = "auto",
@@ -101,8 +100,9 @@ def run_experiment(config: MLPConfig, results_dir: Path | str = RESULTS_DIR, dev
     (`results.load_or_compute`).
     """
     final = results.run_dir(config, Path(results_dir))
-    if results.is_complete(final):
-        return results.load_run(final, MLPConfig)
+    stored = results.load_if_finished(final, MLPConfig)
+    if stored is not None:
+        return stored
     torch_device = resolve_device(device)  # fails on a bad device before any work
     return results.load_or_compute(final, MLPConfig,
                                    lambda: _compute(config, final, torch_device, n_workers, progress))

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -353,18 +353,15 @@ class BatchedTrainer:
 
     def _capture(self) -> None:
         """Warm up (and compile) on a side stream, then capture one CUDA graph per 2^j steps."""
-        tensors = (self.state.params, self.state.exp_avg, self.state.exp_avg_sq)
-        backup = [tensor.clone() for tensor in tensors]
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            if self.use_compile:
-                self._try_compile()
-            for _ in range(3):
-                self._slot_step(0)
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        for tensor, saved in zip(tensors, backup):
-            tensor.copy_(saved)  # the warm-up steps do not count
+        with self._steps_undone():  # the warm-up steps do not count
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                if self.use_compile:
+                    self._try_compile()
+                for _ in range(3):
+                    self._slot_step(0)
+            torch.cuda.current_stream(self.device).wait_stream(side)
         try:
             self.graphs = self._capture_graphs()
         except Exception as err:
@@ -378,11 +375,17 @@ class BatchedTrainer:
     def _compile_without_graphs(self) -> None:
         """Compile the step (CPU): one trial step on copies, so the state is left as it was."""
         self.compiled_on_cpu = True
+        with self._steps_undone():  # the trial step does not count
+            self._try_compile()
+
+    @contextlib.contextmanager
+    def _steps_undone(self) -> Iterator[None]:
+        """Parameters and Adam moments are put back as they were on leaving the block."""
         tensors = (self.state.params, self.state.exp_avg, self.state.exp_avg_sq)
         backup = [tensor.clone() for tensor in tensors]
-        self._try_compile()
+        yield
         for tensor, saved in zip(tensors, backup):
-            tensor.copy_(saved)  # the trial step does not count
+            tensor.copy_(saved)
 
     def _try_compile(self) -> None:
         """Use `torch.compile` of the step if it compiles and runs here; else keep the eager step."""

@@ -384,8 +384,9 @@ def run_modadd(config: ModAddConfig, results_dir: Path | str = RESULTS_DIR, devi
     waits for the first, then loads its result (`results.load_or_compute`).
     """
     final = results.run_dir(config, Path(results_dir))
-    if results.is_complete(final):
-        return results.load_run(final, ModAddConfig)
+    stored = results.load_if_finished(final, ModAddConfig)
+    if stored is not None:
+        return stored
     n_workers = default_workers() if n_workers is None else n_workers
     if not _is_int(n_workers) or n_workers < 0:
         raise ValueError(f"n_workers must be a non-negative integer or None, got {n_workers!r}")

@@ -137,9 +137,7 @@ def add_hashes(folder: Path) -> bool:
     meta = json.loads((folder / "meta.json").read_text())
     if "file_sha256" in meta:
         return False
-    hashes = {name: file_sha256(folder / name) for name in meta["file_sizes"]}
-    text = json.dumps({**meta, "file_sha256": hashes}, indent=1) + "\n"
-    atomic_write_bytes(folder / "meta.json", text.encode())
+    seal(folder, {key: value for key, value in meta.items() if key != "file_sizes"})
     return True
 
 
@@ -214,6 +212,16 @@ def load_run(folder: Path, config_class) -> RunResult:
     problem = seal_problem(folder)
     if problem is not None:
         raise FileNotFoundError(f"{folder.name}: not a finished run ({problem})")
+    return _read_run(folder, config_class)
+
+
+def load_if_finished(folder: Path, config_class) -> RunResult | None:
+    """The finished run in `folder`, or None if there is none (its files are hashed once)."""
+    return _read_run(Path(folder), config_class) if seal_problem(folder) is None else None
+
+
+def _read_run(folder: Path, config_class) -> RunResult:
+    """Read a run whose seal has just been checked."""
     config = config_class(**json.loads((folder / "config.json").read_text()))
     meta = json.loads((folder / "meta.json").read_text())
     return RunResult(folder, config, meta, pd.read_parquet(folder / "curves.parquet"),
@@ -294,7 +302,7 @@ def load_or_compute(final: Path, config_class, compute: Callable[[], RunResult])
     with run_lock(final):
         problem = seal_problem(final)
         if problem is None:  # finished while this process waited
-            return load_run(final, config_class)
+            return _read_run(final, config_class)
         if final.exists():
             log.warning("%s: stored run is damaged (%s); recomputing it", final.name, problem)
         try:
