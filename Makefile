@@ -37,7 +37,7 @@ browser:
 	  else echo "warning: chromium is not installed; the browser test will fail (apt-get install chromium)"; fi; }
 
 notebooks: install
-	$(PYTHON) -m grokutils.execute --profile $(PROFILE)
+	$(PYTHON) -m grokutils.tools.execute --profile $(PROFILE)
 
 html: install
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going

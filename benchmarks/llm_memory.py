@@ -1,9 +1,9 @@
-"""Peak memory of grokutils.llm on a synthetic multi-GB gpt-oss-format checkpoint.
+"""Peak memory of grokutils.tools.llm on a synthetic multi-GB gpt-oss-format checkpoint.
 
 Builds a sharded checkpoint (bf16 dense tensors, MXFP4 experts with random codes) in a
 temporary folder, deleted afterwards, then measures each phase in a fresh Python process:
 
-  baseline  import grokutils.llm, torch and weightwatcher; read and check every header
+  baseline  import grokutils.tools.llm, torch and weightwatcher; read and check every header
   read      read and dequantize every selected matrix to float64, one at a time (all experts)
   analyze   WeightWatcher alpha (no traps, no vectors) of block 0, one expert per tensor
 
@@ -42,7 +42,7 @@ def peak_rss_mb() -> float:
 
 def run_phase(phase: str, folder: Path) -> dict:
     """Run one measured phase in this process; return its figures."""
-    from grokutils import llm
+    from grokutils.tools import llm
 
     llm.import_weightwatcher()  # the same imports in every phase
     start = time.perf_counter()
@@ -70,11 +70,11 @@ def measure(phase: str, folder: Path) -> dict:
 
 def build(folder: Path, size_gb: float) -> tuple[float, float]:
     """Write the checkpoint; return (checkpoint size, largest tensor on disk) in MB."""
-    from grokutils import llm
+    from grokutils.tools import llm, synthetic_llm
 
     n_blocks = max(1, round(size_gb * 1e9 / BYTES_PER_BLOCK_ON_DISK))
-    llm.write_synthetic_gpt_oss(folder, n_blocks=n_blocks, n_experts=N_EXPERTS, hidden=HIDDEN,
-                                intermediate=HIDDEN, vocab=VOCAB, encode=False, seed=0)
+    synthetic_llm.write_synthetic_gpt_oss(folder, n_blocks=n_blocks, n_experts=N_EXPERTS, hidden=HIDDEN,
+                                          intermediate=HIDDEN, vocab=VOCAB, encode=False, seed=0)
     entries = llm.list_tensors(folder).values()
     nbytes = {"U8": 1, "BF16": 2}
     largest = max(nbytes[e.dtype] * math.prod(e.shape) for e in entries)

@@ -20,7 +20,9 @@ import time
 
 import torch
 
-from grokutils.modadd import ModAddConfig, cached_data, make_optimizer, split_batch, train_step
+from grokutils.config import ModAddConfig
+from grokutils.modadd import cached_data, make_optimizer, split_batch
+from grokutils.train import train_step
 from grokutils.transformer import FullBatch, make_transformer
 
 
@@ -30,12 +32,12 @@ def time_steps(loss_of, config: ModAddConfig, device: torch.device, steps: int, 
     model = make_transformer(0, config.p, config.dtype).to(device)
     optimizer = make_optimizer(model, config)
     for _ in range(warmup):
-        train_step(model, optimizer, batch, loss_of, config.lr)
+        train_step(model, optimizer, lambda: loss_of(batch, model), config.lr)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):
-        loss = train_step(model, optimizer, batch, loss_of, config.lr)
+        loss = train_step(model, optimizer, lambda: loss_of(batch, model), config.lr)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return (time.perf_counter() - start) / steps, float(loss)

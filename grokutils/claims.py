@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from grokutils.figures import with_average_alpha, with_fc1_entropy
+from grokutils.measures import with_average_alpha, with_fc1_entropy
 from grokutils.phases import Phases, find_phases
-from grokutils.results import RunResult
+from grokutils.store import RunResult
 
 ALPHA_LINE = 2.0  # HTSR: alpha < 2 marks a very heavy-tailed, over-correlated layer
 HIGH_TRAIN_ACCURACY = 0.99  # "train accuracy stays high" means at least this, at every later checkpoint

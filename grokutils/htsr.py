@@ -84,6 +84,15 @@ def import_weightwatcher() -> ModuleType:
     return weightwatcher
 
 
+def worker_init() -> None:
+    """A measuring worker process: one thread for torch (its BLAS: the environment's), and
+    WeightWatcher imported once, up front (the engine's and the monitor's workers)."""
+    import torch
+
+    torch.set_num_threads(1)
+    import_weightwatcher()
+
+
 def _as_float64_state_dict(matrices: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Check names and shapes; return `{name.weight: float64 array}` for weightwatcher."""
     if not matrices:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -144,3 +145,20 @@ def measure_checkpoint(state: dict[str, torch.Tensor], config, seed: int, step: 
 
 __all__ = ["LAYERS", "measure_checkpoint", "model_measures", "layer_measures", "spectrum", "shuffled",
            "top_right_vector", "abs_weight_entropy", "shuffle_seed"]
+
+
+AVERAGED_LAYERS = ("fc1", "fc2")  # the papers' average alpha is over FC1 and FC2 (paper (b) 4.1)
+
+
+def with_average_alpha(layers: pd.DataFrame) -> pd.DataFrame:
+    """Layer rows plus one 'average' row per (seed, step): mean alpha and traps of FC1, FC2."""
+    averaged = (layers[layers.layer.isin(AVERAGED_LAYERS)]
+                .groupby(["seed", "step"])[["alpha", "traps"]].mean().reset_index().assign(layer="average"))
+    return pd.concat([layers, averaged], ignore_index=True)
+
+
+def with_fc1_entropy(result) -> pd.DataFrame:
+    """The curves plus FC1's absolute weight entropy (the authors' notebook uses FC1 only)."""
+    fc1 = result.layers[result.layers.layer == "fc1"][["seed", "step", "abs_weight_entropy"]]
+    return result.curves.merge(fc1.rename(columns={"abs_weight_entropy": "abs_weight_entropy_fc1"}),
+                               on=["seed", "step"])

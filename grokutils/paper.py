@@ -5,6 +5,8 @@ are the right edges the papers use: pre-grokking 1e5, grokking 1e6, anti-grokkin
 """
 from __future__ import annotations
 
+import pandas as pd
+
 PHASES = ("pre-grokking", "grokking", "anti-grokking")
 
 # Table 1 (papers a and b), WD = 0: HTSR alpha per layer.
@@ -40,6 +42,22 @@ COLLAPSE_TEST_ACCURACY = 0.5
 def format_value(mean: float, sd: float | None) -> str:
     """'5.0 ± 0.7', or '0' where the paper gives no spread."""
     return f"{mean:g}" if sd is None else f"{mean:g} ± {sd:g}"
+
+
+def mean_sd(values, spec: str = ".2f", sd_spec: str | None = None) -> str:
+    """Ours over seeds: 'm ± s' in format `spec` (the sd in `sd_spec`, default `spec`), just 'm' for
+    one value, 'not reached' for none, 'fit failed' where every value is NaN."""
+    values = pd.Series(values, dtype=float)
+    if values.empty:
+        return "not reached"
+    if values.isna().all():
+        return "fit failed"
+    mean = values.mean()
+    if values.count() < 2:
+        return f"{mean:{spec}}"
+    sd = values.std()
+    sd = 0.0 if sd < 1e-6 * max(1.0, abs(mean)) else sd  # float noise, not spread
+    return f"{mean:{spec}} ± {sd:{sd_spec or spec}}"
 
 
 # --- Modular addition, paper (b) Appendix H (PAPERS.md) -----------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 PAPER_EDGES = {"pre-grokking": 100_000, "grokking": 1_000_000, "anti-grokking": 10_000_000}
@@ -79,3 +80,10 @@ def shade_phases(ax, phases: Phases, alpha: float = 0.12) -> None:
     """Shade the phases on an axis whose x is steps (symlog scale, so step 0 is drawn)."""
     for name, (start, end) in phases.spans().items():
         ax.axvspan(start, end, color=PHASE_COLOURS[name], alpha=alpha, lw=0, label=name)
+
+
+def paper_edge_steps(steps: np.ndarray) -> dict[str, int | None]:
+    """Phase -> the last checkpoint at or before the papers' edge (1e5, 1e6, 1e7); None past the run."""
+    steps = np.sort(np.asarray(steps))
+    return {phase: (int(steps[steps <= edge].max()) if edge <= steps.max() else None)
+            for phase, edge in PAPER_EDGES.items()}

@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 
 from grokutils import traps
-from grokutils.figures import stamp_protocol
 from grokutils.measures import shuffle_seed
-from grokutils.plotting import image_28
+from grokutils.plots import traps as trap_plots
+from grokutils.plots.common import image_28, stamp_protocol, step_axis
 
 LAYERS = ("fc1", "fc2", "fc3")
 CHECKPOINTS = ("init", "best", "final")  # the checkpoints whose weights the results store keeps
@@ -166,14 +166,14 @@ def explorer_figure(result, seed: int, step: int, layer: str = "fc1") -> plt.Fig
     test_now = float(curves.loc[curves.step == step, "test_accuracy"].iloc[0])
     axes[0].plot([step], [test_now], "o", color="black", label=f"test {test_now:.3f}")
     axes[0].axvline(step, color="black", lw=0.8)
-    axes[0].set_xscale("symlog", linthresh=1)
-    axes[0].set(xlim=(0, None), ylim=(0, 1.02), xlabel="optimizer step", ylabel="accuracy")
+    step_axis(axes[0])
+    axes[0].set(ylim=(0, 1.02), ylabel="accuracy")
     axes[0].legend(fontsize=7)
     axes[0].set_title(f"seed {seed}, step {step:,}", fontsize=9)
     evals = result.array(seed, step, layer, "evals").astype(np.float64)
-    traps.plot_powerlaw_fit(axes[1], evals, fields.alpha, fields.xmin, fields.xmax, title=f"{layer}: ESD of W")
+    trap_plots.plot_powerlaw_fit(axes[1], evals, fields.alpha, fields.xmin, fields.xmax, title=f"{layer}: ESD of W")
     rand_evals = result.array(seed, step, layer, "rand_evals").astype(np.float64)
-    traps.plot_mp_fit(axes[2], traps.fit_rand_spectrum(rand_evals, (int(fields.N), int(fields.M))),
+    trap_plots.plot_mp_fit(axes[2], traps.fit_rand_spectrum(rand_evals, (int(fields.N), int(fields.M))),
                       title=f"{layer}: ESD of W_rand")
     image_28(axes[3], result.array(seed, step, "fc1", "v1"), title="v1 of W1")
     fig.tight_layout()

@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 
 from grokutils import paper
-from grokutils.figures import with_average_alpha
+from grokutils.measures import with_average_alpha
 from grokutils.phases import find_phases
-from grokutils.results import RunResult
+from grokutils.store import RunResult
 
 MIN_SPREAD = {"alpha": 0.25, "traps": 1.0}
 VERDICTS = ("reproduced", "partly", "not reproduced", "not run yet")
@@ -48,7 +48,7 @@ def claim_edges(result: RunResult, scale: str) -> dict[str, int | None]:
     `grokutils.phases`: t_fit, t_peak, and the last step if test accuracy collapsed.
     """
     if scale == "paper scale":
-        from grokutils.traps import paper_edge_steps
+        from grokutils.phases import paper_edge_steps
 
         return paper_edge_steps(result.curves.step.unique())
     if scale != "accelerated":

@@ -20,12 +20,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from grokutils import results
-from grokutils.fast import BatchedTrainer, unflatten
+from grokutils import store
+from grokutils.batched import unflatten
+from grokutils.config import MLPConfig, resolve_device
+from grokutils.fast import BatchedTrainer
 from grokutils.measures import cached_mnist
 from grokutils.models import make_mlp
 from grokutils.paths import RESULTS_DIR
-from grokutils.train import MLPConfig, resolve_device
 
 log = logging.getLogger(__name__)
 SWEEP_FOLDER = "sweep"
@@ -34,7 +35,7 @@ SWEEP_FOLDER = "sweep"
 def point_path(config: MLPConfig, results_dir: Path | str = RESULTS_DIR) -> Path:
     """Where the accuracy curve of one sweep point is stored."""
     name = f"mlp-lr{config.lr:g}-{config.dtype}-wd{config.weight_decay:g}-{config.steps}steps"
-    return Path(results_dir) / SWEEP_FOLDER / f"{name}-{results.config_hash(config)}.parquet"
+    return Path(results_dir) / SWEEP_FOLDER / f"{name}-{store.config_hash(config)}.parquet"
 
 
 def accuracies(params: torch.Tensor, config: MLPConfig, data) -> dict[str, float]:
@@ -83,7 +84,7 @@ def _write(curve: pd.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     curve.to_parquet(buffer, index=False)
-    results.atomic_write_bytes(path, buffer.getvalue())
+    store.atomic_write_bytes(path, buffer.getvalue())
 
 
 def sweep_configs(points: list[list], base: MLPConfig) -> list[MLPConfig]:

@@ -32,16 +32,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import FormatStrFormatter, NullFormatter, ScalarFormatter
 from scipy import optimize, stats
 
-from grokutils.figures import stamp_protocol
 from grokutils.htsr import POOLED_BELOW_N_EVALS
+from grokutils.spectra import (
+    bbp_outlier_ratio,
+    bbp_threshold,
+    gaussian_matrix,
+    linear_kde,
+    mp_cdf,
+    mp_density,
+    mp_edges,
+    sides,
+    trap_threshold,
+)
 
-KDE_BANDWIDTH = 0.1  # bandwidth of the linear-kernel KDE (weightwatcher's bw)
 KDE_POINTS = 1000  # KDE evaluated on this many points of [0, max + KDE_PAD]
 KDE_PAD = 0.5
 KDE_FLOOR = 0.01  # grid points with KDE density at or below this are left out of the fit
@@ -49,7 +56,6 @@ PENALTY = 1000.0  # residual per point of a sigma whose MP edges do not fit the 
 SIGMA_GRID = (0.05, 2.0, 0.01)  # start, stop, step, in units of sigma_max
 POOLED_BELOW = POOLED_BELOW_N_EVALS  # weightwatcher pools shuffles of matrices with fewer eigenvalues ...
 POOLED_REPLICAS = 5  # ... this many of them
-CDF_POINTS = 4001  # grid of the numerical MP CDF
 
 
 @dataclass(frozen=True)
@@ -65,22 +71,17 @@ class MPFit:
     @property
     def lambda_plus(self) -> float:
         """MP bulk edge (sigma (1 + 1/sqrt(Q)))^2."""
-        return float((self.sigma_mp * (1 + 1 / np.sqrt(self.q))) ** 2)
+        return float(mp_edges(self.q, self.sigma_mp)[1])
 
     @property
     def lambda_minus(self) -> float:
         """MP lower edge (sigma (1 - 1/sqrt(Q)))^2."""
-        return float((self.sigma_mp * (1 - 1 / np.sqrt(self.q))) ** 2)
-
-    @property
-    def tw_margin(self) -> float:
-        """sqrt(TW), TW = Q^(-1/2) lambda_plus^(2/3) M^(-2/3), as weightwatcher adds it."""
-        return float(np.sqrt(self.q ** -0.5 * self.lambda_plus ** (2 / 3) * self.m ** (-2 / 3)))
+        return float(mp_edges(self.q, self.sigma_mp)[0])
 
     @property
     def threshold(self) -> float:
-        """lambda_plus + TW margin: eigenvalues above it are traps."""
-        return self.lambda_plus + self.tw_margin
+        """lambda_plus + TW margin (`spectra.trap_threshold`): eigenvalues above it are traps."""
+        return trap_threshold(self.sigma_mp, self.q, self.m)
 
     @property
     def trap_evals(self) -> np.ndarray:
@@ -101,35 +102,9 @@ class MPFit:
         return mp_cdf(np.asarray(x, dtype=float), self.q, self.sigma_mp)
 
 
-def mp_density(x: np.ndarray, q: float, sigma: float) -> np.ndarray:
-    """MP density of the eigenvalues of W^T W / N-type matrices, ratio Q, scale sigma."""
-    lo, hi = (sigma * (1 - 1 / np.sqrt(q))) ** 2, (sigma * (1 + 1 / np.sqrt(q))) ** 2
-    inside = (x > lo) & (x < hi) & (x > 0)
-    out = np.zeros_like(x, dtype=float)
-    xi = x[inside]
-    out[inside] = q * np.sqrt((hi - xi) * (xi - lo)) / (2 * np.pi * sigma**2 * xi)
-    return out
-
-
-def mp_cdf(x: np.ndarray, q: float, sigma: float) -> np.ndarray:
-    """MP distribution function, integrated numerically in nu = sqrt(lambda) (smooth there)."""
-    lo, hi = (sigma * (1 - 1 / np.sqrt(q))) ** 2, (sigma * (1 + 1 / np.sqrt(q))) ** 2
-    nu = np.linspace(np.sqrt(lo), np.sqrt(hi), CDF_POINTS)
-    density_nu = 2 * nu * mp_density(nu**2, q, sigma)  # density of nu = sqrt(lambda)
-    cumulative = np.concatenate([[0.0], np.cumsum((density_nu[1:] + density_nu[:-1]) / 2 * np.diff(nu))])
-    cumulative /= cumulative[-1]
-    return np.interp(np.sqrt(np.clip(x, 0, None)), nu, cumulative, left=0.0, right=1.0)
-
-
 def _quarter_circle(x: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     """weightwatcher's quarter-circle law for singular values: sqrt(4 - x^2) / (pi sigma^2)."""
     return np.sqrt(np.clip(4 - x**2, 0, None)) / (np.pi * sigma**2)
-
-
-def linear_kde(values: np.ndarray, grid: np.ndarray, bandwidth: float = KDE_BANDWIDTH) -> np.ndarray:
-    """Kernel density with the linear (triangular) kernel of half-width `bandwidth`."""
-    distance = np.abs(grid[:, None] - values[None, :]) / bandwidth  # (points, n)
-    return np.clip(1 - distance, 0, None).sum(axis=1) / (len(values) * bandwidth)
 
 
 def _fit_residuals(sigmas: np.ndarray, x: np.ndarray, kde: np.ndarray, q: float) -> np.ndarray:
@@ -191,13 +166,6 @@ def fit_summary(fit: MPFit) -> dict:
     return {"n_evals": len(fit.evals), "Q": fit.q, "sigma_mp": fit.sigma_mp,
             "lambda_plus": fit.lambda_plus, "threshold": fit.threshold,
             "lambda_max": float(fit.evals.max()), "traps": fit.traps, "ks": ks, "p_value": p_value}
-
-
-def sides(shape: tuple[int, ...]) -> tuple[int, int]:
-    """(N, M): the long and the short side of a 2-D shape."""
-    if len(shape) != 2 or min(shape) < 1:
-        raise ValueError(f"expected a 2-D shape with positive sides, got {tuple(shape)}")
-    return int(max(shape)), int(min(shape))
 
 
 def fit_rand_spectrum(rand_evals: np.ndarray, shape: tuple[int, int]) -> MPFit:
@@ -267,36 +235,6 @@ def compare_with_weightwatcher(matrices: Mapping[str, np.ndarray], seed: int) ->
 
 # --- validation cases -----------------------------------------------------------------------
 
-def gaussian_matrix(shape: tuple[int, int], seed: int, sigma: float = 1.0) -> np.ndarray:
-    """A matrix of i.i.d. N(0, sigma^2) entries."""
-    sides(shape)
-    return np.random.default_rng(seed).normal(0.0, sigma, size=shape)
-
-
-def bbp_threshold(shape: tuple[int, int], sigma: float = 1.0) -> float:
-    """Strength theta above which theta u v^T (unit u, v) pops out of a Gaussian matrix's bulk.
-
-    For W = G + theta u v^T, G with i.i.d. N(0, sigma^2) entries and sides N >= M, the top
-    singular value leaves the bulk edge sigma (sqrt N + sqrt M) when theta > sigma (N M)^(1/4)
-    (Benaych-Georges and Nadakuditi 2012; the rectangular BBP transition).
-    """
-    n, m = sides(shape)
-    return float(sigma * (n * m) ** 0.25)
-
-
-def bbp_outlier_ratio(shape: tuple[int, int], strength: float, sigma: float = 1.0) -> float:
-    """Predicted top eigenvalue of X(G + theta u v^T) over the bulk edge, for large N and M.
-
-    With c = M / N and t = theta / (sigma sqrt N): sqrt((1 + t^2)(c + t^2)) / t is the top
-    singular value over sigma sqrt N above the transition (t > c^(1/4)), 1 + sqrt(c) the
-    edge; below the transition the top eigenvalue sticks to the edge (ratio 1).
-    """
-    n, m = sides(shape)
-    c, t = m / n, strength / (sigma * np.sqrt(n))
-    if t <= c**0.25:
-        return 1.0
-    return float((1 + t**2) * (c + t**2) / t**2 / (1 + np.sqrt(c)) ** 2)
-
 
 def detection_strength(shape: tuple[int, int]) -> float:
     """Spike strength, in units of the BBP threshold, whose predicted outlier reaches the trap
@@ -353,63 +291,6 @@ def spike_detection(shape: tuple[int, int], strengths: np.ndarray, seed: int = 0
     return pd.DataFrame(rows).set_index("strength / BBP threshold")
 
 
-# --- plots ----------------------------------------------------------------------------------
-
-def plot_mp_fit(ax: plt.Axes, fit: MPFit, title: str = "") -> None:
-    """ESD of W_rand over log10(eigenvalue), raw units, its MP fit, lambda_plus, + TW margin, traps.
-
-    A log axis keeps traps orders of magnitude beyond the bulk in view; the histogram and
-    the MP curve are both densities of log10(lambda), so they are comparable by eye.
-    """
-    raw = fit.evals / fit.scale
-    logs = np.log10(raw[raw > 0])
-    bins = np.linspace(logs.min(), max(logs.max(), np.log10(fit.threshold / fit.scale)) + 0.05, 60)
-    ax.hist(logs, bins=bins, density=True, color="mediumorchid", alpha=0.45, label="ESD of W_rand")
-    x = np.geomspace(max(fit.lambda_minus, 1e-6 * fit.lambda_plus), fit.lambda_plus, 400)[1:-1]
-    ax.plot(np.log10(x / fit.scale), fit.density(x) * x * np.log(10), color="red", lw=1.5,
-            label=f"MP fit, sigma_mp={fit.sigma_mp:.3f}")
-    ax.axvline(np.log10(fit.lambda_plus / fit.scale), color="red", ls=":", lw=1, label="lambda_plus")
-    ax.axvline(np.log10(fit.threshold / fit.scale), color="red", ls="--", lw=1, label="lambda_plus + TW")
-    if fit.traps:
-        ax.plot(np.log10(fit.trap_evals / fit.scale), np.full(fit.traps, ax.get_ylim()[1] * 0.06), "v",
-                color="black", ms=7, label=f"{fit.traps} trap(s)")
-    ax.set_xlabel("log10 eigenvalue of X(W_rand)")
-    ax.set_ylabel("density of log10")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="upper left")
-
-
-def powerlaw_density(x: np.ndarray, alpha: float, xmin: float, xmax: float | None) -> np.ndarray:
-    """Power-law density x^-alpha on [xmin, xmax] (xmax None or NaN: unbounded), normalized."""
-    top = np.inf if xmax is None or not np.isfinite(xmax) else xmax
-    norm = (alpha - 1) / (xmin ** (1 - alpha) - (0.0 if np.isinf(top) else top ** (1 - alpha)))
-    return np.where((x >= xmin) & (x <= top), norm * x ** (-alpha), 0.0)
-
-
-def plot_powerlaw_fit(ax: plt.Axes, evals: np.ndarray, alpha: float, xmin: float, xmax: float | None,
-                      title: str = "") -> None:
-    """ESD of W on log-log axes, the power-law fit of its tail, xmin and xmax marked."""
-    positive = np.sort(evals[evals > 0])
-    bins = np.geomspace(positive.min(), positive.max() * 1.05, 40)
-    ax.hist(positive, bins=bins, density=True, color="tab:blue", alpha=0.5, label="ESD of W")
-    if np.isfinite(alpha):
-        top = xmax if xmax and np.isfinite(xmax) else np.inf
-        tail_fraction = np.mean((positive >= xmin) & (positive <= top))  # the share the fit describes
-        x = np.geomspace(xmin, xmax if xmax and np.isfinite(xmax) else positive.max(), 100)
-        ax.plot(x, tail_fraction * powerlaw_density(x, alpha, xmin, xmax), color="red", lw=1.5,
-                label=f"PL fit, alpha={alpha:.2f}")
-        ax.axvline(xmin, color="purple", ls="--", lw=1, label="xmin")
-        if xmax and np.isfinite(xmax):
-            ax.axvline(xmax, color="gray", ls=":", lw=1, label="xmax")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.yaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("eigenvalue of X(W)")
-    ax.set_ylabel("density")
-    ax.set_title(title + ("" if np.isfinite(alpha) else " (PL fit failed)"), fontsize=9)
-    ax.legend(fontsize=7)
-
 
 # --- a finished run: refits of the stored spectra ---------------------------------------------
 
@@ -432,128 +313,3 @@ def refit_run(result, layers: tuple[str, ...] = ("fc1", "fc2", "fc3")) -> pd.Dat
                      "lambda_max_rand": float(rand_evals.max()),
                      "max_over_threshold": float(fit.evals.max() / fit.threshold)})
     return pd.DataFrame(rows)
-
-
-def checkpoints_to_show(result, phases) -> dict[int, str]:
-    """Step -> label: the start, the right edge of each phase reached, best test, the end."""
-    best = result.curves.groupby("step").test_accuracy.mean().idxmax()
-    labelled = [(0, "init"), *((step, f"end of {name}") for name, step in phases.right_edges().items()),
-                (int(best), "best test"), (phases.t_end, "final")]
-    shown: dict[int, str] = {}
-    for step, label in labelled:
-        shown[int(step)] = f"{shown[int(step)]} = {label}" if int(step) in shown else label
-    return dict(sorted(shown.items()))
-
-
-def esd_grid_figure(result, seed: int, steps: Mapping[int, str], layers: tuple[str, ...] = ("fc1", "fc2"),
-                    with_w: bool = True) -> plt.Figure:
-    """Figures 2 and 3 per checkpoint and layer: ESD of W with its PL fit (if `with_w`), ESD of
-    W_rand with its MP fit, edge, TW margin and traps."""
-    per_layer = 2 if with_w else 1
-    fig, axes = plt.subplots(len(steps), per_layer * len(layers), squeeze=False,
-                             figsize=(4.2 * per_layer * len(layers), 3.2 * len(steps)))
-    table = result.layers.set_index(["seed", "step", "layer"])
-    for row, (step, label) in enumerate(steps.items()):
-        for col, layer in enumerate(layers):
-            fields = table.loc[(seed, step, layer)]
-            if with_w:
-                evals = result.array(seed, step, layer, "evals").astype(np.float64)
-                plot_powerlaw_fit(axes[row, per_layer * col], evals, fields.alpha, fields.xmin, fields.xmax,
-                                  title=f"{layer}: W, step {step:,}\n{label}")
-            rand_evals = result.array(seed, step, layer, "rand_evals").astype(np.float64)
-            plot_mp_fit(axes[row, per_layer * col + per_layer - 1],
-                        fit_rand_spectrum(rand_evals, (int(fields.N), int(fields.M))),
-                        title=f"{layer}: W_rand, step {step:,}\n{label}")
-    fig.tight_layout()
-    return stamp_protocol(fig, result.config)
-
-
-def trap_example_steps(refit: pd.DataFrame, phases, seed: int) -> dict[int, str]:
-    """Figure 3's checkpoints: right before the collapse and the last one; without a collapse,
-    the checkpoint whose largest W_rand eigenvalue came closest to the threshold."""
-    mine = refit[refit.seed == seed]
-    if mine.empty:
-        raise ValueError(f"no refitted spectra for seed {seed}; seeds: {sorted(refit.seed.unique())}")
-    if phases.t_collapse is not None:
-        before = int(mine.step[mine.step < phases.t_collapse].max())
-        return {before: "right before the collapse", int(mine.step.max()): "end of training"}
-    closest = mine.sort_values("max_over_threshold", kind="stable").iloc[-1]
-    return {int(closest.step): f"no collapse in this run: closest to a trap ({closest.layer})"}
-
-
-def largest_eigenvalue_figure(refit: pd.DataFrame, phases) -> plt.Figure:
-    """Largest eigenvalue of X(W_rand) over the trap threshold, per layer, against steps."""
-    from grokutils.phases import shade_phases
-
-    fig, ax = plt.subplots()
-    shade_phases(ax, phases)
-    for layer, frame in refit.groupby("layer"):
-        stats = frame.groupby("step").max_over_threshold.agg(["mean", "min", "max"])
-        line, = ax.plot(stats.index, stats["mean"], label=layer)
-        ax.fill_between(stats.index, stats["min"], stats["max"], color=line.get_color(), alpha=0.2, lw=0)
-    ax.axhline(1.0, color="k", ls="--", lw=1, label="threshold (traps above)")
-    ax.set_xscale("symlog", linthresh=1)
-    ax.set_xlim(left=0)
-    ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(ScalarFormatter())
-    low, high = ax.get_ylim()
-    ax.yaxis.set_minor_formatter(FormatStrFormatter("%.1f") if high / low < 10 else NullFormatter())
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("lambda_max(W_rand) / (lambda_plus + TW)")
-    ax.legend(fontsize=8)
-    return fig
-
-
-def _mean_sd(values: pd.Series, spec: str) -> str:
-    """'m ± s' over seeds (format spec `spec`), or 'm' for one seed."""
-    values = values.astype(float)
-    if len(values) < 2:
-        return f"{values.mean():{spec}}"
-    sd = values.std()
-    sd = 0.0 if sd < 1e-6 * max(1.0, abs(values.mean())) else sd  # float noise, not spread
-    return f"{values.mean():{spec}} ± {sd:{spec}}"
-
-
-def paper_edge_steps(steps: np.ndarray) -> dict[str, int | None]:
-    """Phase -> the last checkpoint at or before the papers' edge (1e5, 1e6, 1e7); None past the run."""
-    from grokutils.phases import PAPER_EDGES
-
-    steps = np.sort(np.asarray(steps))
-    return {phase: (int(steps[steps <= edge].max()) if edge <= steps.max() else None)
-            for phase, edge in PAPER_EDGES.items()}
-
-
-KS_COLUMNS = {"sigma_mp": ".3f", "ks": ".4f", "p_value": ".3g", "traps": ".1f"}  # Table 4, with formats
-
-
-def ks_table(refit: pd.DataFrame, edges: Mapping[str, int | None], paper_values: Mapping[str, dict],
-             layer: str = "fc1") -> pd.DataFrame:
-    """Table 4: sigma_mp, KS statistic, p-value and traps of `layer` at each phase's edge step."""
-    rows = []
-    for phase, reported in paper_values.items():
-        step = edges.get(phase)
-        frame = refit[(refit.layer == layer) & (refit.step == step)]
-        row = {"phase": phase, "step": "not reached" if step is None or frame.empty else f"{step:,}"}
-        for column, spec in KS_COLUMNS.items():
-            row[f"{column} (ours)"] = "not reached" if frame.empty else _mean_sd(frame[column], spec)
-            row[f"{column} (paper)"] = f"{reported[column]:{spec.replace('f', 'g') if column == 'traps' else spec}}"
-        row["traps (weightwatcher, run)"] = "not reached" if frame.empty else _mean_sd(frame.traps_weightwatcher, ".1f")
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("phase")
-
-
-def trap_count_table(refit: pd.DataFrame, edges: Mapping[str, int | None], paper_values: Mapping[str, dict],
-                     layers: tuple[str, ...] = ("fc1", "fc2")) -> pd.DataFrame:
-    """Table 2: traps per layer at each phase's edge step, mean ± sd over seeds, two counts."""
-    rows = []
-    for layer in layers:
-        for phase, reported in paper_values[layer].items():
-            step = edges.get(phase)
-            frame = refit[(refit.layer == layer) & (refit.step == step)]
-            reached = step is not None and len(frame) > 0
-            rows.append({"layer": layer, "phase": phase, "step": f"{step:,}" if reached else "not reached",
-                         "weightwatcher (run)": (_mean_sd(frame.traps_weightwatcher, ".1f") if reached
-                                                 else "not reached"),
-                         "ours (stored shuffle)": _mean_sd(frame.traps, ".1f") if reached else "not reached",
-                         "paper": reported[0] if reported[1] is None else f"{reported[0]:g} ± {reported[1]:g}"})
-    return pd.DataFrame(rows).set_index(["layer", "phase"])

@@ -15,20 +15,31 @@ def mnist():
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """A real, tiny MLP experiment (2 seeds x 30 steps, 7 checkpoints), run once per session."""
-    from grokutils.experiment import run_experiment
-    from grokutils.train import MLPConfig
+    from grokutils import engine
+    from grokutils.config import MLPConfig
 
     config = MLPConfig(steps=30, n_seeds=2, n_checkpoints=5)
-    return run_experiment(config, results_dir=tmp_path_factory.mktemp("results"), device="cpu",
-                          n_workers=1, progress=False)
+    return engine.run(config, results_dir=tmp_path_factory.mktemp("results"), device="cpu", n_workers=1,
+                      progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_modadd(tmp_path_factory):
+    """A real, tiny modular-addition run (p = 23, 60 steps, 3 checkpoints), measured in this process."""
+    from grokutils import engine
+    from grokutils.config import ModAddConfig
+
+    config = ModAddConfig(steps=60, n_checkpoints=2, lr=3e-3, warmup_steps=0, p=23, train_fraction=0.5)
+    return engine.run(config, results_dir=tmp_path_factory.mktemp("results"), device="cpu", n_workers=0,
+                      progress=False)
 
 
 HOLD_RUN_LOCK = """
 import shutil, sys, time
 from pathlib import Path
-from grokutils import results
+from grokutils import store
 final, source, seconds = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
-with results.run_lock(final):
+with store.run_lock(final):
     print("locked", flush=True)
     time.sleep(seconds)
     if source:

@@ -1,9 +1,9 @@
-"""grokutils.bench: the command line checks its input, and a tiny run prints every row."""
+"""grokutils.tools.bench: the command line checks its input, and a tiny run prints every row."""
 from __future__ import annotations
 
 import pytest
 
-from grokutils import bench
+from grokutils.tools import bench
 
 
 @pytest.mark.parametrize("flag, value", [("--processes", "0"), ("--steps", "0"), ("--seeds", "-1")])

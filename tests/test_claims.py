@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from grokutils import claims
-from grokutils.results import RunResult
-from grokutils.train import MLPConfig
+from grokutils.config import MLPConfig
+from grokutils.store import RunResult
 
 STEPS = [0, 10, 100, 1_000, 10_000, 100_000]
 

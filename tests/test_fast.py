@@ -15,9 +15,11 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from grokutils import fast
+from grokutils import batched, engine, fast, tasks
+from grokutils.config import MLPConfig
 from grokutils.models import make_mlp
-from grokutils.train import MLPConfig, batch_indices, train_seed
+from grokutils.tasks import batch_indices
+from grokutils.train import train_seed
 
 CPU = torch.device("cpu")
 BITWISE = torch.backends.mkl.is_available()  # batched and single matmuls agree bitwise in MKL
@@ -89,7 +91,7 @@ def _compare_with_plain_loop(trainer: fast.BatchedTrainer, losses: torch.Tensor,
 def test_chunk_rows_are_batch_indices_of_every_seed(replay):
     config = MLPConfig(steps=100, replay_first_epoch=replay)
     for start, n in [(0, 1), (3, 5), (7, 13), (12, 2)]:
-        rows = fast.chunk_rows(config, [0, 2], start, n, 1000)
+        rows = batched.chunk_rows(config, [0, 2], start, n, 1000)
         expected = torch.stack([torch.stack([batch_indices(config, seed, step, 1000) for seed in (0, 2)])
                                 for step in range(start, start + n)])
         assert torch.equal(rows, expected), (start, n)
@@ -98,7 +100,7 @@ def test_chunk_rows_are_batch_indices_of_every_seed(replay):
 def test_uneven_batches_are_refused_by_the_batched_trainer():
     config = MLPConfig(steps=3, batch_size=300)
     with pytest.raises(ValueError, match="batch_size=300 must divide the 1000 training rows"):
-        fast.chunk_rows(config, [0], 0, 1, 1000)
+        batched.chunk_rows(config, [0], 0, 1, 1000)
     with pytest.raises(ValueError, match="batch_size=300 must divide the 1000 training rows"):
         fast.BatchedTrainer(config, [0], *_tiny_data(), CPU)
 
@@ -116,18 +118,18 @@ def test_graphs_need_cuda():
 
 def test_adam_scalars_stay_exact_after_the_bias_corrections_saturate():
     config = MLPConfig()
-    beta1, beta2 = fast.BETAS
+    beta1, beta2 = batched.BETAS
     direct = [(-(config.lr / (1 - beta1 ** float(t))), (1 - beta2 ** float(t)) ** 0.5)
               for t in range(1, 60_001)]
-    assert fast.adam_scalars(config, 1, 60_000) == direct
-    assert fast.adam_scalars(config, 59_990, 11) == direct[-11:]
+    assert batched.adam_scalars(config, 1, 60_000) == direct
+    assert batched.adam_scalars(config, 59_990, 11) == direct[-11:]
 
 
 def test_flat_rows_round_trip_the_model_state():
     state = make_mlp(3).state_dict()
-    row = fast.flatten(state)
-    assert row.shape == (fast.N_PARAMETERS,) == (199_210,)
-    back = fast.unflatten(row)
+    row = batched.flatten(state)
+    assert row.shape == (batched.N_PARAMETERS,) == (199_210,)
+    back = batched.unflatten(row)
     assert list(back) == list(state) and all(torch.equal(back[k], state[k]) for k in state)
 
 
@@ -228,7 +230,7 @@ def reference_runs(tmp_path_factory):
     """`train_seed` runs of seeds 0 and 1 under CHECKPOINTED, with the checkpoints it announced."""
     root, x_y, calls = tmp_path_factory.mktemp("reference"), _tiny_data(), []
     for seed in (0, 1):
-        train_seed(CHECKPOINTED, seed, *x_y, root / f"seed{seed}", CPU, progress=False,
+        train_seed(tasks.MLP, CHECKPOINTED, seed, tuple(x_y), root / f"seed{seed}", CPU, progress=False,
                    on_checkpoint=lambda step, path, s=seed: calls.append((s, step, path.name)))
     return root, calls
 
@@ -253,11 +255,11 @@ def test_each_trainer_resumes_the_other(tmp_path, reference_runs):
     with pytest.raises(Interrupt):  # seed 0 stops at `stop`, seed 1 one checkpoint earlier
         fast.train_seeds(CHECKPOINTED, dirs, x, y, CPU, on_checkpoint=_stop_at(stop, seed=0), progress=False)
     assert torch.load(dirs[0] / "state.pt", weights_only=True)["step"] == stop
-    train_seed(CHECKPOINTED, 0, x, y, dirs[0], CPU, progress=False)  # the reference resumes fast's state
+    train_seed(tasks.MLP, CHECKPOINTED, 0, (x, y), dirs[0], CPU, progress=False)  # the reference resumes fast's state
     fast.train_seeds(CHECKPOINTED, {1: dirs[1]}, x, y, CPU, progress=False)
     dirs = {s: tmp_path / "reference_first" / f"seed{s}" for s in (0, 1)}
     with pytest.raises(Interrupt):
-        train_seed(CHECKPOINTED, 0, x, y, dirs[0], CPU, progress=False, on_checkpoint=_stop_at(stop))
+        train_seed(tasks.MLP, CHECKPOINTED, 0, (x, y), dirs[0], CPU, progress=False, on_checkpoint=_stop_at(stop))
     fast.train_seeds(CHECKPOINTED, dirs, x, y, CPU, progress=False, chunk=4)  # seed 0 at `stop`, seed 1 new
     for folder in ("fast_first", "reference_first"):
         for seed in (0, 1):
@@ -265,7 +267,7 @@ def test_each_trainer_resumes_the_other(tmp_path, reference_runs):
 
 
 def test_a_diverging_seed_stops_alone_with_its_status(tmp_path, monkeypatch):
-    real_make_step = fast.make_step
+    real_make_step = batched.make_step
 
     def poisoned_make_step(config):  # seed index 1's loss turns NaN after 150 steps
         step_fn, calls = real_make_step(config), []
@@ -339,11 +341,9 @@ def test_cuda_run_writes_what_train_seed_writes(tmp_path, reference_runs):
 
 @needs_cuda
 @pytest.mark.slow
-def test_run_experiment_on_cuda_matches_the_cpu_run(tmp_path, tiny_run):
+def test_engine_on_cuda_matches_the_cpu_run(tmp_path, tiny_run):
     """The engine takes the batched path on CUDA; its curves agree with the CPU run's (conftest)."""
-    from grokutils.experiment import run_experiment
-
-    on_gpu = run_experiment(tiny_run.config, results_dir=tmp_path, device="cuda", n_workers=1, progress=False)
+    on_gpu = engine.run(tiny_run.config, results_dir=tmp_path, device="cuda", n_workers=1, progress=False)
     assert on_gpu.meta["status"] == tiny_run.meta["status"]
     for column in ("train_loss", "train_accuracy", "test_accuracy"):
         if column in tiny_run.curves:

@@ -78,9 +78,9 @@ def test_bad_matrices_are_named(matrices, message):
 
 def test_checkpoint_call_keeps_every_column_of_the_authors_call():
     """The checkpoint analysis leaves out vectors and detX: the columns we keep are unchanged."""
+    from grokutils.config import MLPConfig
     from grokutils.paths import RESULTS_DIR
-    from grokutils.results import load_run
-    from grokutils.train import MLPConfig
+    from grokutils.store import load_run
 
     run = load_run(RESULTS_DIR / "mlp-wd0-3000steps-2seeds-efeacd3cbc68", MLPConfig)  # trained weights
     weights = {name: w.double().numpy() for name, w in weight_matrices(run.weights(0, "final")).items()}

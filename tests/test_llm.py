@@ -9,8 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from grokutils import llm
-from grokutils.mxfp4 import BLOCK_SIZE, E2M1_VALUES, decode_mxfp4, encode_mxfp4
+from grokutils.plots import llm as llm_plots
+from grokutils.tools import llm, synthetic_llm
+from grokutils.tools.mxfp4 import BLOCK_SIZE, E2M1_VALUES, decode_mxfp4, encode_mxfp4
 
 N_BLOCKS, N_EXPERTS = 2, 3  # two blocks in two shards, three experts each
 EXPERT_TENSORS = ("gate_up_proj", "down_proj")
@@ -19,8 +20,8 @@ EXPERT_TENSORS = ("gate_up_proj", "down_proj")
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """A sharded gpt-oss-format checkpoint with MXFP4 experts made by our encoder."""
-    return llm.write_synthetic_gpt_oss(tmp_path_factory.mktemp("gpt-oss"), n_blocks=N_BLOCKS, n_experts=N_EXPERTS,
-                                       hidden=128, intermediate=128, blocks_per_shard=1)
+    return synthetic_llm.write_synthetic_gpt_oss(tmp_path_factory.mktemp("gpt-oss"), n_blocks=N_BLOCKS,
+                                                 n_experts=N_EXPERTS, hidden=128, intermediate=128, blocks_per_shard=1)
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +196,8 @@ def _no_safetensors(folder: Path) -> str:
 @pytest.mark.parametrize("breaker", [_truncate, _break_index_json, _drop_a_shard, _misplace_a_tensor, _int8_weight,
                                      _blocks_without_scales, _no_safetensors])
 def test_broken_checkpoint_fails_before_any_output(breaker, tmp_path):
-    folder = llm.write_synthetic_gpt_oss(tmp_path / "ckpt", n_blocks=2, n_experts=2, hidden=64, intermediate=32)
+    folder = synthetic_llm.write_synthetic_gpt_oss(tmp_path / "ckpt", n_blocks=2, n_experts=2, hidden=64,
+                                                   intermediate=32)
     message = breaker(folder)
     out = tmp_path / "out" / "alpha.parquet"
     error = FileNotFoundError if breaker is _no_safetensors else llm.CheckpointError
@@ -226,9 +228,9 @@ def test_plots_draw_the_warning_lines(table):
     import matplotlib
 
     matplotlib.use("Agg")
-    hist = llm.plot_alpha_histogram(table)
+    hist = llm_plots.plot_alpha_histogram(table)
     assert [line.get_xdata()[0] for line in hist.get_lines()] == [2.0, 6.0]
-    depth = llm.plot_alpha_by_depth(table)
+    depth = llm_plots.plot_alpha_by_depth(table)
     assert {line.get_ydata()[0] for line in depth.get_lines()[1:]} == {2.0, 6.0}
     summary = llm.alpha_summary(table)
     assert summary.loc["all", "matrices"] == len(table)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from grokutils import htsr, measures
+from grokutils.config import MLPConfig
 from grokutils.models import make_mlp
-from grokutils.train import MLPConfig
 
 
 def test_spectrum_is_eigenvalues_of_wtw():
@@ -63,8 +63,8 @@ def test_circuit_complexity_is_zero_without_perturbation():
 
 def test_a_float32_checkpoint_is_measured_in_float32():
     """Issue 15, item 1: the float64 data used to meet a float32 model (`mat1 and mat2 must have the same dtype`)."""
+    from grokutils.config import MLPConfig
     from grokutils.measures import model_measures
-    from grokutils.train import MLPConfig
 
     config = MLPConfig(steps=10, dtype="float32")
     state = make_mlp(0, config.init_scale, "float32").state_dict()

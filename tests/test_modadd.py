@@ -1,26 +1,21 @@
-"""grokutils.modadd: config, schedule, trainer, resume, measures, the results store, tables."""
+"""grokutils.modadd and its config, schedule, loop, measures and tables (shared engine tests: test_engine.py)."""
 from __future__ import annotations
 
 import dataclasses
-import os
-import signal
-import subprocess
-import sys
-import textwrap
-import time
 
 import matplotlib
 import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 
-from grokutils import modadd, paper, results, transformer
+from grokutils import modadd, paper, spectra, store, tasks, transformer
+from grokutils.config import ModAddConfig
 from grokutils.data import modular_addition_data
-from grokutils.modadd import ModAddConfig, learning_rate, minibatch_rows, train_seed
+from grokutils.modadd import learning_rate
 from grokutils.phases import find_phases
+from grokutils.plots import modadd as modadd_plots
+from grokutils.train import epoch_rows, train_seed
 
 matplotlib.use("Agg")
 SMALL = dict(p=23, train_fraction=0.5)  # 529 pairs, 264 for training: fast, same code paths
@@ -53,10 +48,10 @@ def test_defaults_are_nandas_settings_and_every_field_hashes():
     assert (config.warmup_steps, config.batch_size, config.train_fraction, config.data_seed) == (10, 0, 0.3, 0)
     assert (config.p, config.dtype, config.step_impl) == (113, "float32", "fast")
     assert config.slug() == "modadd-wd1-lr0.001-frac0.3-1000000steps-1seeds"
-    hashes = {results.config_hash(dataclasses.replace(config, **change))
+    hashes = {store.config_hash(dataclasses.replace(config, **change))
               for change in ({}, {"weight_decay": 0.1}, {"eps": 1e-7}, {"step_impl": "reference"})}
     assert len(hashes) == 4
-    assert results.config_hash(ModAddConfig(weight_decay=1, lr=0.001)) == results.config_hash(config)  # int == float
+    assert store.config_hash(ModAddConfig(weight_decay=1, lr=0.001)) == store.config_hash(config)  # int == float
 
 
 def test_warmup_is_linear_from_zero_over_ten_updates():
@@ -67,8 +62,8 @@ def test_warmup_is_linear_from_zero_over_ten_updates():
 
 def test_minibatches_cover_every_pair_once_per_epoch_and_reshuffle():
     config = ModAddConfig(batch_size=1000)
-    epoch0 = torch.cat([minibatch_rows(config, 0, step, 3831) for step in range(4)])
-    epoch1 = torch.cat([minibatch_rows(config, 0, step, 3831) for step in range(4, 8)])
+    epoch0 = torch.cat([epoch_rows(0, step, 3831, config.batch_size) for step in range(4)])
+    epoch1 = torch.cat([epoch_rows(0, step, 3831, config.batch_size) for step in range(4, 8)])
     assert sorted(epoch0.tolist()) == list(range(3831)) == sorted(epoch1.tolist())
     assert not torch.equal(epoch0, epoch1)
 
@@ -77,7 +72,7 @@ def test_trainer_matches_a_plain_pytorch_loop(tmp_path):
     """Reference step, float64: our trainer and Nanda's recipe written out agree bitwise."""
     config = ModAddConfig(steps=15, n_checkpoints=3, dtype="float64", step_impl="reference", **SMALL)
     data = modular_addition_data(23, 0.5, 0)
-    train_seed(config, 0, data, tmp_path, torch.device("cpu"), progress=False)
+    train_seed(tasks.MODADD, config, 0, data, tmp_path, torch.device("cpu"), progress=False)
     ours = torch.load(tmp_path / "state.pt", weights_only=True)["model"]
 
     model = transformer.make_transformer(0, p=23, dtype="float64")
@@ -91,130 +86,6 @@ def test_trainer_matches_a_plain_pytorch_loop(tmp_path):
         scheduler.step()
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, ours[name]), name
-
-
-def test_interrupted_run_resumes_to_identical_weights(tmp_path):
-    """A crash right after a checkpoint: the rerun continues from it and ends where an
-    uninterrupted run ends, bitwise (full batch: the step is a pure function of the state)."""
-    config = ModAddConfig(steps=40, n_checkpoints=6, batch_size=100, **SMALL)
-    data, crash_step = modular_addition_data(23, 0.5, 0), config.checkpoint_steps[3]
-
-    class Crash(Exception):
-        pass
-
-    def crash(step, path):
-        if step == crash_step:
-            raise Crash
-
-    with pytest.raises(Crash):
-        train_seed(config, 0, data, tmp_path / "a", torch.device("cpu"), crash, progress=False)
-    assert torch.load(tmp_path / "a" / "state.pt", weights_only=True)["step"] == crash_step
-    seen = []
-    train_seed(config, 0, data, tmp_path / "a", torch.device("cpu"), lambda s, p: seen.append(s), progress=False)
-    assert seen == [t for t in config.checkpoint_steps if t > crash_step]
-    train_seed(config, 0, data, tmp_path / "b", torch.device("cpu"), progress=False)
-    resumed, straight = (torch.load(tmp_path / d / "state.pt", weights_only=True) for d in ("a", "b"))
-    assert resumed["step"] == straight["step"] == 40
-    for name, tensor in straight["model"].items():
-        assert torch.equal(tensor, resumed["model"][name]), name
-    assert not list(tmp_path.rglob(".*.tmp"))  # atomic writes leave no temporary files
-
-
-RUNNER = textwrap.dedent("""
-    import sys, torch
-    from pathlib import Path
-    from grokutils.data import modular_addition_data
-    from grokutils.modadd import ModAddConfig, train_seed
-    config = ModAddConfig(steps=800, n_checkpoints=40, p=23, train_fraction=0.5)
-    train_seed(config, 0, modular_addition_data(23, 0.5, 0), Path(sys.argv[1]), torch.device("cpu"),
-               progress=False)
-""")
-
-
-@pytest.mark.slow
-def test_killed_run_resumes_to_bitwise_identical_weights(tmp_path):
-    """SIGKILL a real training process mid-run; rerunning finishes with the same weights."""
-    interrupted, reference = tmp_path / "interrupted", tmp_path / "reference"
-    process = subprocess.Popen([sys.executable, "-c", RUNNER, str(interrupted)])
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list((interrupted / "weights").glob("*.safetensors"))) < 25:
-        time.sleep(0.02)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    saved = torch.load(interrupted / "state.pt", weights_only=True)["step"]
-    assert 0 < saved < 800, f"kill came too late to test resuming (state at step {saved})"
-    subprocess.run([sys.executable, "-c", RUNNER, str(interrupted)], check=True)
-    subprocess.run([sys.executable, "-c", RUNNER, str(reference)], check=True)
-    resumed = torch.load(interrupted / "state.pt", weights_only=True)
-    uninterrupted = torch.load(reference / "state.pt", weights_only=True)
-    assert resumed["step"] == uninterrupted["step"] == 800
-    for name, tensor in uninterrupted["model"].items():
-        assert torch.equal(tensor, resumed["model"][name]), name
-
-
-def test_nan_loss_stops_with_a_recorded_status(tmp_path, monkeypatch):
-    real_step = modadd.train_step
-
-    def poisoned(model, optimizer, batch, loss_of, lr):
-        loss = real_step(model, optimizer, batch, loss_of, lr)
-        return loss * float("nan") if optimizer.state[model.fc1.weight]["step"] > 120 else loss
-
-    monkeypatch.setattr(modadd, "train_step", poisoned)
-    config, data = ModAddConfig(steps=300, n_checkpoints=4, **SMALL), modular_addition_data(23, 0.5, 0)
-    status = train_seed(config, 0, data, tmp_path, torch.device("cpu"), progress=False)
-    assert status == {"status": "diverged", "step": 200}
-    assert train_seed(config, 0, data, tmp_path, torch.device("cpu"), progress=False) == status
-
-
-@pytest.fixture(scope="module")
-def tiny_modadd(tmp_path_factory):
-    """A real, tiny run (p = 23, 60 steps, 3 checkpoints), measured in this process, stored."""
-    config = ModAddConfig(steps=60, n_checkpoints=2, lr=3e-3, warmup_steps=0, **SMALL)
-    return modadd.run_modadd(config, results_dir=tmp_path_factory.mktemp("results"), device="cpu",
-                             n_workers=0, progress=False)
-
-
-def test_run_is_stored_and_loaded_not_recomputed(tiny_modadd, monkeypatch):
-    result = tiny_modadd
-    assert results.is_complete(result.path) and result.meta["status"]["0"]["status"] == "finished"
-    steps = result.config.checkpoint_steps
-    assert result.curves.step.tolist() == steps
-    assert len(result.layers) == len(steps) * 8 and set(result.layers.layer) == set(transformer.ANALYZED)
-    monkeypatch.setattr(modadd, "train_seed", lambda *args, **kwargs: pytest.fail("recomputed"))
-    again = modadd.run_modadd(result.config, results_dir=result.path.parent, device="cpu", n_workers=0,
-                              progress=False)
-    pd.testing.assert_frame_equal(again.curves, result.curves)
-
-
-def test_early_failure_leaves_no_partial_folder_or_lock(tmp_path, monkeypatch):
-    def fail(*args, **kwargs):
-        raise RuntimeError("failed before the first checkpoint")
-
-    monkeypatch.setattr(modadd, "train_seed", fail)
-    with pytest.raises(RuntimeError, match="before the first checkpoint"):
-        modadd.run_modadd(ModAddConfig(steps=5, **SMALL), results_dir=tmp_path, device="cpu", n_workers=0,
-                          progress=False)
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_bad_device_fails_before_any_folder_is_written(tmp_path, monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
-    with pytest.raises(ValueError, match="got 'cuda:1'"):
-        modadd.run_modadd(ModAddConfig(steps=5, **SMALL), results_dir=tmp_path, device="cuda:1", n_workers=0)
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_second_process_waits_for_the_first_and_loads_its_result(tiny_modadd, tmp_path, monkeypatch,
-                                                                 hold_run_lock):
-    final = results.run_dir(tiny_modadd.config, tmp_path)
-    holder = hold_run_lock(final, source=tiny_modadd.path, seconds=2.0)
-    monkeypatch.setattr(modadd, "train_seed", lambda *args, **kwargs: pytest.fail("computed twice"))
-    loaded = modadd.run_modadd(tiny_modadd.config, results_dir=tmp_path, device="cpu", n_workers=0,
-                               progress=False)
-    assert holder.wait(timeout=60) == 0
-    pd.testing.assert_frame_equal(loaded.curves, tiny_modadd.curves)
-    assert sorted(path.name for path in tmp_path.iterdir()) == [final.name]
 
 
 def test_measures_are_complete_and_sane(tiny_modadd):
@@ -241,7 +112,7 @@ def test_trap_threshold_uses_the_units_of_weightwatchers_fit(tiny_modadd):
     q, m = row.N / row.M, int(row.M)
     lambda_plus = (row.rand_sigma_mp * (1 + q**-0.5)) ** 2
     assert row.rand_bulk_max * len(evals) / evals.sum() == pytest.approx(lambda_plus, rel=1e-4)
-    assert modadd.trap_threshold(row.rand_sigma_mp, q, m) > lambda_plus
+    assert spectra.trap_threshold(row.rand_sigma_mp, q, m) > lambda_plus
 
 
 def test_measured_accuracy_matches_the_reference_forward(tiny_modadd):
@@ -257,17 +128,18 @@ def test_measured_accuracy_matches_the_reference_forward(tiny_modadd):
 
 def test_tables_and_figures_draw_from_a_run(tiny_modadd):
     phases = find_phases(tiny_modadd.curves)
-    table5 = modadd.accuracy_table(tiny_modadd, phases)
+    table5 = modadd_plots.accuracy_table(tiny_modadd, phases)
     assert list(table5.index) == list(paper.PHASES)
-    table6 = modadd.layer_phase_table(tiny_modadd, phases, "alpha", paper.MODADD_TABLE6_ALPHA)
+    table6 = modadd_plots.layer_phase_table(tiny_modadd, phases, "alpha", paper.MODADD_TABLE6_ALPHA)
     assert list(table6.index) == [*transformer.ANALYZED, "mean"]
     assert table6[("anti-grokking", "paper")]["mean"] == "3.89 ± 0.68"
-    for table in (modadd.key_gram_table(tiny_modadd, phases), modadd.dft_table(tiny_modadd, phases),
-                  modadd.kernel_table(tiny_modadd, phases), modadd.search_table(ModAddConfig(), [tiny_modadd])):
+    for table in (modadd_plots.key_gram_table(tiny_modadd, phases), modadd_plots.dft_table(tiny_modadd, phases),
+                  modadd_plots.kernel_table(tiny_modadd, phases),
+                  modadd_plots.search_table(ModAddConfig(), [tiny_modadd])):
         assert len(table) > 0
-    for figure in (modadd.layers_and_accuracy_figure(tiny_modadd, phases, "traps", "traps"),
-                   modadd.esd_figure(tiny_modadd, phases), modadd.dft_figure(tiny_modadd, phases),
-                   modadd.kernel_figure(tiny_modadd, phases)):
+    for figure in (modadd_plots.layers_and_accuracy_figure(tiny_modadd, phases, "traps", "traps"),
+                   modadd_plots.esd_figure(tiny_modadd, phases), modadd_plots.dft_figure(tiny_modadd, phases),
+                   modadd_plots.kernel_figure(tiny_modadd, phases)):
         plt.close(figure)
 
 
@@ -277,13 +149,6 @@ def test_search_configs_refuse_unknown_fields():
     assert [(c.weight_decay, c.lr, c.n_seeds) for c in configs] == [(0.1, 1e-3, 1), (1.0, 3e-3, 1)]
     with pytest.raises(ValueError, match=r"unknown fields \['wd'\]"):
         modadd.search_configs(base, [{"wd": 0.1}])
-
-
-def test_marchenko_pastur_density_integrates_to_one():
-    for q in (1.0, 4.0):
-        x = np.linspace(1e-6, 10, 400_001)
-        total = np.trapezoid(modadd.marchenko_pastur_density(x, q, 1.0), x)
-        assert total == pytest.approx(1.0, abs=2e-2 if q == 1.0 else 1e-3)
 
 
 def test_paper_tables_cover_every_analyzed_layer():

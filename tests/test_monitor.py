@@ -11,17 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from grokutils.monitor import (
-    AlarmStop,
-    AlarmWarning,
-    Monitor,
-    alarm_reasons,
-    analyzed_modules,
-    first_alarms,
-    lead_times,
-    read_log,
-    snapshot,
-)
+from grokutils.plots.alarm import first_alarms, lead_times
+from grokutils.tools.alarm_log import alarm_reasons
+from grokutils.tools.monitor import AlarmStop, AlarmWarning, Monitor, analyzed_modules, read_log, snapshot
 
 WIDTH = 100  # 100 x 100 layers: the smallest WeightWatcher neither pools nor skips
 
@@ -84,10 +76,10 @@ def test_planted_trap_alarms_and_random_layer_stays_quiet(tmp_path):
                                   table[["step", "layer", "alpha", "traps", "alarm", "reason"]], check_dtype=False)
 
 
-@pytest.mark.filterwarnings("ignore::grokutils.monitor.AlarmWarning")
+@pytest.mark.filterwarnings("ignore::grokutils.tools.monitor.AlarmWarning")
 def test_worker_process_that_dies_does_not_stop_training(tmp_path, caplog):
     model = toy_model()
-    with caplog.at_level(logging.ERROR, logger="grokutils.monitor"):
+    with caplog.at_level(logging.ERROR, logger="grokutils.tools.monitor"):
         with Monitor(model, steps=[0, 5], log_path=tmp_path / "log.parquet", analyzer=dying_analyzer) as monitor:
             assert train(model, monitor, 8) == 8
     table = read_log(tmp_path / "log.parquet")
@@ -99,7 +91,7 @@ def test_worker_process_that_dies_does_not_stop_training(tmp_path, caplog):
 
 def test_failed_analysis_is_logged_and_training_goes_on(caplog):
     model = toy_model()
-    with caplog.at_level(logging.ERROR, logger="grokutils.monitor"):
+    with caplog.at_level(logging.ERROR, logger="grokutils.tools.monitor"):
         with Monitor(model, total_steps=20, n_checkpoints=3, worker="thread", analyzer=failing_analyzer) as monitor:
             assert train(model, monitor, 20) == 20
     table = monitor.log

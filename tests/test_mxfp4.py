@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from grokutils.mxfp4 import BLOCK_SIZE, E2M1_VALUES, decode_mxfp4, encode_mxfp4
+from grokutils.tools.mxfp4 import BLOCK_SIZE, E2M1_VALUES, decode_mxfp4, encode_mxfp4
 
 
 def representable(rng: np.random.Generator, shape: tuple[int, ...], exponents=(-20, 20)) -> np.ndarray:

@@ -8,8 +8,8 @@ import re
 import nbformat
 import pytest
 
-from grokutils import execute
 from grokutils.paths import REPO_ROOT
+from grokutils.tools import execute
 
 NOTEBOOKS = execute.notebooks_in_toc()
 MACHINE_PATH = re.compile(r"(/root/|/tmp/|/home/|/Users/|/work/)")
@@ -45,6 +45,36 @@ def test_parameters_cell_holds_annotated_literals_only(path):
             pytest.fail(f"{path.name}: parameter {ast.unparse(statement.target)} is not a literal")
 
 
+def _is_prose(markdown: str) -> bool:
+    """True if markdown holds at least one sentence outside headings and `(label)=` targets."""
+    text = "\n".join(line for line in markdown.splitlines()
+                     if not line.lstrip().startswith("#") and not re.fullmatch(r"\s*\(.+\)=\s*", line))
+    return len(re.findall(r"[A-Za-z]+", text)) >= 3 and re.search(r"[.!?:](\s|$)", text) is not None
+
+
+def code_cells_without_prose(cells: list) -> list[int]:
+    """Indices of code cells not followed by a markdown cell with a sentence.
+
+    A `parameters` cell directly followed by papermill's `injected-parameters` cell counts as one
+    block with it: the prose then follows the injected cell.
+    """
+    missing = []
+    for index, cell in enumerate(cells):
+        following = cells[index + 1] if index + 1 < len(cells) else None
+        if cell.cell_type != "code" or ("parameters" in cell.metadata.get("tags", []) and following is not None
+                                        and "injected-parameters" in following.metadata.get("tags", [])):
+            continue
+        if following is None or following.cell_type != "markdown" or not _is_prose(following.source):
+            missing.append(index)
+    return missing
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_code_cell_is_followed_by_prose(path):
+    missing = code_cells_without_prose(nbformat.read(path, as_version=4).cells)
+    assert not missing, f"{path.name}: code cells {missing} are not followed by a markdown cell with a sentence"
+
+
 def test_profiles_name_known_notebooks_and_parameters():
     for name in execute.available_profiles():
         execute.check_plan(execute.load_profile(name), NOTEBOOKS)
@@ -60,27 +90,37 @@ def test_unknown_parameter_is_rejected_before_work():
         execute.check_plan({"00_data": {"steps": 5}}, NOTEBOOKS)
 
 
-def _parameters_and_config_call(name: str) -> tuple[dict, set[str]]:
-    """A notebook's declared parameter defaults, and the keywords of the config built after them."""
-    cells = [cell for cell in nbformat.read(REPO_ROOT / "notebooks" / f"{name}.ipynb", as_version=4).cells
-             if cell.cell_type == "code"]
-    index = next(i for i, cell in enumerate(cells) if "parameters" in cell.metadata.get("tags", []))
-    defaults = {ast.unparse(s.target): ast.literal_eval(s.value) for s in ast.parse(cells[index].source).body}
-    body = next(cell for cell in cells[index + 1:] if "injected-parameters" not in cell.metadata.get("tags", []))
-    calls = [node for node in ast.walk(ast.parse(body.source))
-             if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("Config")]
-    return defaults, {keyword.arg for call in calls for keyword in call.keywords}
+MLP_NOTEBOOKS = ("01_mlp_grokking", "02_wd_control", "04_correlation_traps", "05_prototypes", "07_alarm",
+                 "90_scorecard")
 
 
-def test_mlp_notebook_declares_and_passes_the_training_settings():
-    """lr, dtype, batch_size, data_source: declared, at the paper's defaults, passed to MLPConfig."""
-    from grokutils.train import MLPConfig
+@pytest.mark.parametrize("name", MLP_NOTEBOOKS)
+def test_notebooks_ask_runs_for_the_profiles_runs_and_declare_no_run_settings(name):
+    """A run's settings live in its profile only (grokutils.runs), so no notebook can train a run
+    another chapter does not show; each notebook declares `profile` and passes it to `runs`."""
+    from grokutils.config import MLPConfig, ModAddConfig
 
-    defaults, passed = _parameters_and_config_call("01_mlp_grokking")
-    for name in ("lr", "dtype", "batch_size", "data_source"):
-        assert defaults.get(name) == getattr(MLPConfig(), name), name
-    config_fields = set(MLPConfig.__dataclass_fields__)
-    assert config_fields & set(defaults) <= passed, "declared but not passed to MLPConfig"
+    path = REPO_ROOT / "notebooks" / f"{name}.ipynb"
+    fields = set(MLPConfig.__dataclass_fields__) | set(ModAddConfig.__dataclass_fields__)
+    declared = execute.declared_parameters(path)
+    assert "profile" in declared and not declared & fields, sorted(declared & fields)
+    code = "\n".join(cell.source for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "code"
+                     and not {"parameters", "injected-parameters"} & set(cell.metadata.get("tags", [])))
+    assert re.search(r"runs\.mlp\(.*profile", code) and "Config(" not in code
+
+
+def test_a_profile_sets_each_run_once_and_refuses_unknown_fields(tmp_path):
+    from grokutils import runs
+
+    for name in runs.available_profiles():
+        assert set(runs.read_profile(name)["runs"]) == {"mlp", "modadd"}, name
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("runs:\n  mlp: {steps: 10, learning_rate: 0.1}\n")
+    with pytest.raises(ValueError, match=r"runs.mlp sets \['learning_rate'\], not fields of MLPConfig"):
+        runs.mlp_config(0.0, bad)
+    bad.write_text("mlp: {steps: 10}\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: unknown sections \['mlp'\]; accepted: \['runs', 'notebooks'\]"):
+        runs.read_profile(bad)
 
 
 def _refuse_execution(monkeypatch) -> None:
@@ -97,19 +137,18 @@ def test_unknown_command_line_parameter_is_rejected_before_work(monkeypatch):
 def test_command_line_parameters_are_typed_and_follow_the_profile(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(execute, "execute_notebook", lambda *args: calls.append(args))
-    execute.main(["--profile", "smoke", "--only", "01_mlp_grokking", "--output-dir", str(tmp_path),
-                  "-p", "lr", "1e-3", "-p", "device", "cpu", "-p", "steps", "2000", "-p", "dtype", "float32"])
+    execute.main(["--profile", "smoke", "--only", "04_correlation_traps", "--output-dir", str(tmp_path),
+                  "-p", "n_false_positive_draws", "20", "-p", "seed_shown", "1"])
     [(path, parameters, output)] = calls
-    assert path.name == "01_mlp_grokking.ipynb" and output == tmp_path / "01_mlp_grokking.ipynb"
-    smoke = execute.load_profile("smoke")["01_mlp_grokking"]
-    assert parameters == {**smoke, "lr": 0.001, "device": "cpu", "steps": 2000, "dtype": "float32"}
+    assert path.name == "04_correlation_traps.ipynb" and output == tmp_path / "04_correlation_traps.ipynb"
+    assert parameters == {"profile": "smoke", "n_false_positive_draws": 20, "seed_shown": 1}
 
 
 def test_readme_runs_notebooks_through_the_checked_path():
-    """The README's example of a one-off run goes through `grokutils.execute`, which refuses typos."""
+    """The README's example of a one-off run goes through `grokutils.tools.execute`, which refuses typos."""
     readme = (REPO_ROOT / "README.md").read_text()
     assert "bin/papermill notebooks" not in readme
-    assert "-m grokutils.execute --only 01_mlp_grokking --output-dir" in readme
+    assert "-m grokutils.tools.execute --only 01_mlp_grokking --output-dir" in readme
 
 
 @pytest.mark.slow
@@ -142,9 +181,11 @@ def _execute(name: str, out_dir, **parameters) -> str:
 
 @pytest.mark.slow
 def test_mlp_notebooks_run_with_reduced_steps_into_a_temporary_results_folder(tmp_path):
-    """01 trains and measures a tiny run from scratch; 02 trains WD=0.01 and reuses 01's run."""
-    results = tmp_path / "results"
-    tiny = dict(steps=25, n_seeds=1, n_checkpoints=4, device="cpu", results_dir=str(results))
+    """01 trains and measures a tiny run from scratch; 02 trains WD=0.01 and reuses 01's run.
+    The tiny run is a profile of our own, passed as a path."""
+    results, profile = tmp_path / "results", tmp_path / "tiny.yaml"
+    profile.write_text("runs:\n  mlp: {steps: 25, n_seeds: 1, n_checkpoints: 4, device: cpu}\n")
+    tiny = dict(profile=str(profile), results_dir=str(results))
     text01 = _execute("01_mlp_grokking", tmp_path, **tiny)
     assert "mlp-wd0-25steps-1seeds-" in text01 and "not reached" in text01
     text02 = _execute("02_wd_control", tmp_path, **tiny)

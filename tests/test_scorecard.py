@@ -58,9 +58,9 @@ def test_wrong_run_is_rejected(tiny_run):
 
 
 def test_modadd_claims_from_the_stored_smoke_run():
-    from grokutils.modadd import ModAddConfig
+    from grokutils.config import ModAddConfig
     from grokutils.paths import RESULTS_DIR
-    from grokutils.results import load_run
+    from grokutils.store import load_run
 
     folder = next(RESULTS_DIR.glob("modadd-*"))
     card = scorecard.modadd_scorecard(load_run(folder, ModAddConfig)).set_index("claim")

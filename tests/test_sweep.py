@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from grokutils import sweep
-from grokutils.train import MLPConfig
+from grokutils.config import MLPConfig
 
 TINY = MLPConfig(steps=20, n_checkpoints=4, lr=5e-3)  # float64: eager, no compilation
 

@@ -10,11 +10,12 @@ import pytest
 import torch
 from scipy import integrate
 
-from grokutils import paper, traps
+from grokutils import paper, spectra, traps
+from grokutils.config import MLPConfig
 from grokutils.measures import shuffle_seed, shuffled, spectrum, top_right_vector
-from grokutils.phases import find_phases
-from grokutils.results import array_key, load_run, run_dir, write_run
-from grokutils.train import MLPConfig
+from grokutils.phases import find_phases, paper_edge_steps
+from grokutils.plots import traps as trap_plots
+from grokutils.store import array_key, load_run, run_dir, write_run
 
 matplotlib.use("Agg")
 
@@ -29,7 +30,7 @@ def build_fake_run(folder, n_seeds: int = 2):
     curves, layers, arrays, weights = [], [], {}, {}
     for seed in range(n_seeds):
         for index, step in enumerate(FAKE_STEPS):
-            matrices = {name: traps.gaussian_matrix(shape, seed=100 * seed + step, sigma=0.2)
+            matrices = {name: spectra.gaussian_matrix(shape, seed=100 * seed + step, sigma=0.2)
                         for name, shape in MLP_SHAPES.items()}
             if step == FAKE_STEPS[-1]:
                 matrices["fc1"][3, 7] = 40.0  # a trap: far above the BBP strength 0.2 * (784 * 200)^(1/4)
@@ -63,9 +64,9 @@ def fake_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def mlp_like_matrices():
     """Gaussian matrices of the MLP's shapes, each with one large entry (a trap in every layer)."""
-    matrices = {name: traps.gaussian_matrix(shape, seed=i) for i, (name, shape) in enumerate(MLP_SHAPES.items())}
+    matrices = {name: spectra.gaussian_matrix(shape, seed=i) for i, (name, shape) in enumerate(MLP_SHAPES.items())}
     for name, matrix in matrices.items():
-        matrix[1, 2] = 3 * traps.bbp_threshold(matrix.shape)
+        matrix[1, 2] = 3 * spectra.bbp_threshold(matrix.shape)
     return matrices
 
 
@@ -97,7 +98,7 @@ def test_planted_spikes_found_above_bbp_and_not_below(shape):
 
 
 def test_pooling_inflates_small_layer_counts():
-    matrix = traps.plant_large_entry(traps.gaussian_matrix((10, 200), seed=1), 100.0, seed=2)
+    matrix = traps.plant_large_entry(spectra.gaussian_matrix((10, 200), seed=1), 100.0, seed=2)
     single = traps.fit_rand_spectrum(traps.shuffled_spectrum(matrix, np.random.RandomState(0), 1), matrix.shape)
     pooled = traps.fit_rand_spectrum(traps.ww_shuffled_spectra({"fc3": matrix}, seed=0)["fc3"], matrix.shape)
     assert (single.traps, pooled.traps) == (1, traps.POOLED_REPLICAS)
@@ -117,28 +118,28 @@ def test_replayed_shuffle_is_weightwatchers_stream():
 def test_mp_density_and_cdf_agree():
     for q in (1.0, 3.92, 20.0):
         lo, hi = (1 - q ** -0.5) ** 2, (1 + q ** -0.5) ** 2
-        mass, _ = integrate.quad(lambda x: traps.mp_density(np.array([x]), q, 1.0)[0], lo, hi, limit=200)
+        mass, _ = integrate.quad(lambda x: spectra.mp_density(np.array([x]), q, 1.0)[0], lo, hi, limit=200)
         assert mass == pytest.approx(1.0, abs=1e-3)
         middle = (lo + hi) / 2
-        partial, _ = integrate.quad(lambda x: traps.mp_density(np.array([x]), q, 1.0)[0], lo, middle, limit=200)
-        assert traps.mp_cdf(np.array([middle]), q, 1.0)[0] == pytest.approx(partial, abs=1e-3)
-        np.testing.assert_allclose(traps.mp_cdf(np.array([0.0, hi * 2]), q, 1.0), [0.0, 1.0])
+        partial, _ = integrate.quad(lambda x: spectra.mp_density(np.array([x]), q, 1.0)[0], lo, middle, limit=200)
+        assert spectra.mp_cdf(np.array([middle]), q, 1.0)[0] == pytest.approx(partial, abs=1e-3)
+        np.testing.assert_allclose(spectra.mp_cdf(np.array([0.0, hi * 2]), q, 1.0), [0.0, 1.0])
 
 
 def test_ks_test_accepts_mp_and_rejects_a_heavy_tail():
-    gaussian = traps.fit_mp(spectrum(traps.gaussian_matrix((200, 784), seed=5)), 784, 200)
+    gaussian = traps.fit_mp(spectrum(spectra.gaussian_matrix((200, 784), seed=5)), 784, 200)
     assert traps.ks_test(gaussian)[1] > 0.05
     heavy = np.random.default_rng(0).standard_t(df=1.5, size=(200, 784))  # entries with a heavy tail
     assert traps.ks_test(traps.fit_mp(spectrum(heavy), 784, 200))[1] < 1e-3
 
 
 def test_bbp_prediction_matches_a_strong_spike():
-    shape, strength = (200, 784), 3 * traps.bbp_threshold((200, 784))
-    noise = traps.gaussian_matrix(shape, seed=9)
+    shape, strength = (200, 784), 3 * spectra.bbp_threshold((200, 784))
+    noise = spectra.gaussian_matrix(shape, seed=9)
     top = spectrum(traps.plant_rank_one(noise, strength, seed=10))[-1]
     edge = (np.sqrt(784) + np.sqrt(200)) ** 2
-    assert top / edge == pytest.approx(traps.bbp_outlier_ratio(shape, strength), rel=0.05)
-    assert traps.bbp_outlier_ratio(shape, 0.9 * traps.bbp_threshold(shape)) == 1.0
+    assert top / edge == pytest.approx(spectra.bbp_outlier_ratio(shape, strength), rel=0.05)
+    assert spectra.bbp_outlier_ratio(shape, 0.9 * spectra.bbp_threshold(shape)) == 1.0
 
 
 @pytest.mark.parametrize("evals, n, m, message", [
@@ -156,7 +157,7 @@ def test_validation_helpers_reject_bad_arguments():
     with pytest.raises(ValueError, match="n_draws"):
         traps.false_positive_draws((10, 10), n_draws=0)
     with pytest.raises(ValueError, match="2-D shape"):
-        traps.sides((3,))
+        spectra.sides((3,))
     with pytest.raises(ValueError, match="at least one"):
         traps.detect_traps({}, seed=0)
 
@@ -168,25 +169,25 @@ def test_refit_run_and_tables(fake_run):
     assert (last.traps == 1).all() and (last.traps_weightwatcher == 1).all()
     assert (refit[refit.step < FAKE_STEPS[-1]].traps == 0).all()
     phases = find_phases(fake_run.curves)  # train accuracy never reaches 1: all pre-grokking
-    ks = traps.ks_table(refit, phases.right_edges(), paper.TABLE4_KS)
+    ks = trap_plots.ks_table(refit, phases.right_edges(), paper.TABLE4_KS)
     assert ks.loc["grokking", "sigma_mp (ours)"] == "not reached"
     assert ks.loc["pre-grokking", "traps (ours)"] == "1.0 ± 0.0"
-    counts = traps.trap_count_table(refit, phases.right_edges(), paper.TABLE2_TRAPS[0.0])
+    counts = trap_plots.trap_count_table(refit, phases.right_edges(), paper.TABLE2_TRAPS[0.0])
     assert counts.loc[("fc1", "anti-grokking"), "paper"] == "7.5 ± 5.6"
-    assert traps.paper_edge_steps(refit.step.unique()) == {"pre-grokking": None, "grokking": None,
+    assert paper_edge_steps(refit.step.unique()) == {"pre-grokking": None, "grokking": None,
                                                             "anti-grokking": None}
 
 
 def test_trap_example_steps_with_and_without_a_collapse(fake_run):
     refit = traps.refit_run(fake_run)
     phases = find_phases(fake_run.curves)
-    assert traps.trap_example_steps(refit, phases, seed=0) == {
+    assert trap_plots.trap_example_steps(refit, phases, seed=0) == {
         100: "no collapse in this run: closest to a trap (fc1)"}
     collapsed = dataclasses.replace(phases, t_fit=0, t_peak=10, t_collapse=100)
-    assert traps.trap_example_steps(refit, collapsed, seed=1) == {10: "right before the collapse",
+    assert trap_plots.trap_example_steps(refit, collapsed, seed=1) == {10: "right before the collapse",
                                                                    100: "end of training"}
     with pytest.raises(ValueError, match="no refitted spectra for seed 5"):
-        traps.trap_example_steps(refit, phases, seed=5)
+        trap_plots.trap_example_steps(refit, phases, seed=5)
 
 
 def test_detection_needs_more_than_the_bbp_strength():
@@ -196,10 +197,10 @@ def test_detection_needs_more_than_the_bbp_strength():
 
 def test_run_figures_draw(fake_run):
     phases = find_phases(fake_run.curves)
-    shown = traps.checkpoints_to_show(fake_run, phases)
+    shown = trap_plots.checkpoints_to_show(fake_run, phases)
     assert shown == {0: "init", 10: "best test", 100: "end of pre-grokking = final"}
-    fig = traps.esd_grid_figure(fake_run, seed=0, steps=shown)
+    fig = trap_plots.esd_grid_figure(fake_run, seed=0, steps=shown)
     assert len(fig.axes) == 3 * 4
-    fig = traps.largest_eigenvalue_figure(traps.refit_run(fake_run, layers=("fc1",)), phases)
+    fig = trap_plots.largest_eigenvalue_figure(traps.refit_run(fake_run, layers=("fc1",)), phases)
     assert fig.axes[0].get_yscale() == "log"
     matplotlib.pyplot.close("all")

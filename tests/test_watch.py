@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from grokutils.monitor import read_log
-from grokutils.watch import CheckpointError, checkpoint_matrices, load_state_dict, main, step_from_name
+from grokutils.tools.monitor import read_log
+from grokutils.tools.watch import CheckpointError, checkpoint_matrices, load_state_dict, main, step_from_name
 
 
 class CodeRunner:

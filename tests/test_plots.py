@@ -1,4 +1,4 @@
-"""grokutils.figures: every MLP figure and table builds from a finished run."""
+"""grokutils.plots.mlp: every MLP figure and table builds from a finished run."""
 from __future__ import annotations
 
 import matplotlib
@@ -8,8 +8,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from grokutils import figures  # noqa: E402
+from grokutils.measures import with_average_alpha  # noqa: E402
 from grokutils.phases import find_phases  # noqa: E402
+from grokutils.plots import mlp as figures  # noqa: E402
 
 
 @pytest.mark.parametrize("name", ["accuracy_figure", "alpha_figure", "traps_figure", "progress_measures_figure"])
@@ -32,7 +33,7 @@ def test_traps_table_uses_the_right_paper_rows(tiny_run):
 
 
 def test_average_alpha_is_mean_of_fc1_fc2(tiny_run):
-    frame = figures.with_average_alpha(tiny_run.layers)
+    frame = with_average_alpha(tiny_run.layers)
     at = frame[(frame.seed == 0) & (frame.step == 30)].set_index("layer").alpha
     assert at["average"] == pytest.approx((at["fc1"] + at["fc2"]) / 2)
 

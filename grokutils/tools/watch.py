@@ -1,9 +1,9 @@
 """HTSR alpha and correlation traps of saved checkpoints, from the command line; no data needed.
 
-    python -m grokutils.watch model.safetensors           # one checkpoint: a row per layer
-    python -m grokutils.watch checkpoints/                # a folder: the table over steps
-    python -m grokutils.watch state.pt --key model        # the state dict inside a checkpoint
-    python -m grokutils.watch checkpoints/ --out log.csv --fail-on-alarm
+    python -m grokutils.tools.watch model.safetensors           # one checkpoint: a row per layer
+    python -m grokutils.tools.watch checkpoints/                # a folder: the table over steps
+    python -m grokutils.tools.watch state.pt --key model        # the state dict inside a checkpoint
+    python -m grokutils.tools.watch checkpoints/ --out log.csv --fail-on-alarm
 
 What is read, and how:
 
@@ -13,7 +13,7 @@ What is read, and how:
 * The file must hold a dict of tensors (a state dict). A training checkpoint that nests it
   (`{"model": state_dict, "optimizer": ..., "step": ...}`) is read with `--key model`.
 * Analyzed: every floating-point tensor that is 2-D (Linear, Embedding) or 4-D (Conv2d,
-  unfolded to (out, in * k_h * k_w), see `grokutils.monitor`) whose shorter side is 10 to
+  unfolded to (out, in * k_h * k_w), see `grokutils.tools.monitor`) whose shorter side is 10 to
   15,000 (WeightWatcher's default eigenvalue counts). 1-D
   tensors (biases, norms), 3-D and 5-D tensors (Conv1d/3d cannot be told apart from fused
   expert stacks without the model) and integer tensors (e.g. MXFP4 blocks) are skipped.
@@ -45,7 +45,9 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 
 from grokutils.htsr import analyze_matrices
-from grokutils.monitor import ALPHA_THRESHOLD, LOG_SUFFIXES, analyze_snapshot, as_matrix, tidy_log, write_log
+from grokutils.tools.alarm_log import ALPHA_THRESHOLD, LOG_SUFFIXES, tidy_log, write_log
+from grokutils.tools.checkpoints import CheckpointError
+from grokutils.tools.monitor import analyze_snapshot, as_matrix
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +56,6 @@ SAFETENSORS_SUFFIX = ".safetensors"
 SUFFIXES = (*TORCH_SUFFIXES, SAFETENSORS_SUFFIX)
 ANALYZED_NDIM = (2, 4)  # Linear/Embedding matrices and Conv2d kernels
 SHOWN_COLUMNS = ["step", "layer", "rows", "cols", "alpha", "traps", "reason"]
-
-
-class CheckpointError(ValueError):
-    """A path that is missing, of an unsupported kind, unsafe, or not a dict of tensors."""
 
 
 def load_state_dict(path: Path | str, key: str | None = None) -> dict[str, torch.Tensor]:
@@ -193,7 +191,7 @@ def summary(table: pd.DataFrame) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
-    parser = argparse.ArgumentParser(prog="python -m grokutils.watch", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m grokutils.tools.watch", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("path", type=Path, help="a checkpoint file or a folder of checkpoint files")
     parser.add_argument("--key", help="read the state dict at this top-level entry (e.g. model)")

@@ -4,7 +4,7 @@ Reads a Hugging Face style checkpoint folder (one `.safetensors` file, several, 
 listed in `model.safetensors.index.json`) one matrix at a time: each tensor is read with
 `safetensors.safe_open` from a file opened for that read only, so memory follows the
 largest matrix analyzed, never the model. gpt-oss MoE experts, stored as MXFP4
-(`*_blocks` + `*_scales`, see `grokutils.mxfp4`) in 4-D tensors that WeightWatcher skips
+(`*_blocks` + `*_scales`, see `grokutils.tools.mxfp4`) in 4-D tensors that WeightWatcher skips
 silently, are dequantized here one expert at a time; fused 3-D float expert tensors are
 split per expert the same way.
 
@@ -14,17 +14,18 @@ buffers such as `position_ids`. Each gets a kind from its name (`KIND_PATTERNS`,
 match wins, else "other"); by default every kind but "other" is analyzed (`DEFAULT_KINDS`).
 
 Every checkpoint file is checked (header, size, dtypes of the selected tensors, index) before
-the first matrix is analyzed, so a broken checkpoint fails fast and writes nothing.
+the first matrix is analyzed, so a broken checkpoint fails fast and writes nothing. Headers
+and indexes are read by `grokutils.tools.checkpoints` (`list_tensors`, `CheckpointError` and
+`INDEX_NAME` are re-exported here); the figures are in `grokutils.plots.llm`, synthetic
+gpt-oss checkpoints in `grokutils.tools.synthetic_llm`.
 """
 from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
 import re
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,11 +37,11 @@ from safetensors import safe_open
 from tqdm import tqdm
 
 from grokutils.htsr import KEPT_COLUMNS, analyze_matrices, import_weightwatcher
-from grokutils.mxfp4 import BLOCK_SIZE, BYTES_PER_BLOCK, E2M1_VALUES, decode_mxfp4, encode_mxfp4
+from grokutils.tools.checkpoints import INDEX_NAME, CheckpointError, TensorEntry, list_tensors
+from grokutils.tools.mxfp4 import BLOCK_SIZE, BYTES_PER_BLOCK, decode_mxfp4
 
 logger = logging.getLogger(__name__)
 
-INDEX_NAME = "model.safetensors.index.json"
 FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")  # dtypes read as dense matrices
 # name -> kind, first match wins (re.search on the full tensor name)
 KIND_PATTERNS: dict[str, str] = {
@@ -61,20 +62,6 @@ EXPERT_RE = re.compile(r"\.experts\.(\d+)\.")  # per-expert 2-D names (Mixtral s
 MXFP4_RE = re.compile(r"^(?P<base>.+)[._]blocks$")  # gpt-oss: ..._blocks / ....blocks
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file or index that cannot be read as documented."""
-
-
-@dataclass(frozen=True)
-class TensorEntry:
-    """One tensor as its safetensors header describes it."""
-
-    name: str
-    file: Path
-    dtype: str
-    shape: tuple[int, ...]
-
-
 @dataclass(frozen=True)
 class MatrixSpec:
     """One matrix to analyze: where it is stored and how to read it."""
@@ -88,72 +75,6 @@ class MatrixSpec:
     dtype: str  # stored dtype, "MXFP4" for block/scale pairs
     tensor: TensorEntry  # the stored tensor (MXFP4: the blocks)
     scales: TensorEntry | None = None  # MXFP4 scales
-
-
-def read_header(file: Path) -> dict[str, TensorEntry]:
-    """Parse and check a safetensors header; raise CheckpointError naming the file."""
-    size = file.stat().st_size
-    with open(file, "rb") as handle:
-        prefix = handle.read(8)
-        if len(prefix) < 8:
-            raise CheckpointError(f"{file}: truncated, {size} bytes is shorter than a safetensors header")
-        (header_len,) = struct.unpack("<Q", prefix)
-        if 8 + header_len > size:
-            raise CheckpointError(f"{file}: truncated, header needs {header_len} bytes, file holds {size}")
-        try:
-            header = json.loads(handle.read(header_len))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise CheckpointError(f"{file}: header is not valid JSON ({err})") from None
-    header.pop("__metadata__", None)
-    try:
-        entries = {k: TensorEntry(k, file, v["dtype"], tuple(v["shape"])) for k, v in header.items()}
-        data_end = max((v["data_offsets"][1] for v in header.values()), default=0)
-    except (KeyError, TypeError, IndexError) as err:
-        raise CheckpointError(f"{file}: header entry lacks dtype/shape/data_offsets ({err})") from None
-    expected = 8 + header_len + data_end
-    if expected != size:
-        raise CheckpointError(f"{file}: truncated or padded, its header describes {expected} bytes, "
-                              f"the file holds {size}")
-    return entries
-
-
-def _read_index(index: Path) -> dict[str, Path]:
-    """Tensor name -> shard file from a `model.safetensors.index.json`, shards checked."""
-    try:
-        weight_map = json.loads(index.read_text())["weight_map"]
-        shards = {name: index.parent / shard for name, shard in weight_map.items()}
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
-        raise CheckpointError(f"{index}: not a valid index, need a JSON object with a 'weight_map' "
-                              f"({err!r})") from None
-    for shard in sorted(set(shards.values())):
-        if not shard.is_file():
-            raise CheckpointError(f"{index}: lists shard {shard.name}, which is missing")
-    return shards
-
-
-def list_tensors(path: str | Path) -> dict[str, TensorEntry]:
-    """Every tensor of a checkpoint (a .safetensors file, or a folder with or without an index)."""
-    path = Path(path)
-    if path.is_file():
-        return read_header(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"checkpoint {path} is neither a folder nor a .safetensors file")
-    if (path / INDEX_NAME).is_file():
-        shards = _read_index(path / INDEX_NAME)
-        headers = {shard: read_header(shard) for shard in sorted(set(shards.values()))}
-        entries = {}
-        for name, shard in shards.items():
-            if name not in headers[shard]:
-                raise CheckpointError(f"{path / INDEX_NAME}: maps {name} to {shard.name}, "
-                                      "which does not hold it")
-            entries[name] = headers[shard][name]
-        return entries
-    files = sorted(path.glob("*.safetensors"))
-    if not files:
-        found = ", ".join(sorted(p.name for p in path.iterdir())[:8]) or "nothing"
-        raise FileNotFoundError(f"no .safetensors file in {path} (found: {found}); "
-                                "convert the weights to safetensors")
-    return {name: entry for file in files for name, entry in read_header(file).items()}
 
 
 def kind_of(name: str) -> str:
@@ -411,113 +332,3 @@ def alpha_summary(table: pd.DataFrame) -> pd.DataFrame:
 
     per_kind = {kind: summarize(rows) for kind, rows in table.groupby("kind", sort=False)}
     return pd.DataFrame({**per_kind, "all": summarize(table)}).T.convert_dtypes()
-
-
-def plot_alpha_histogram(table: pd.DataFrame, ax=None, bins: int = 30, label: str | None = None):
-    """Histogram of alpha with warning lines at 2 and 6 (paper (b) Figure 10); returns the Axes."""
-    import matplotlib.pyplot as plt
-
-    ax = ax if ax is not None else plt.subplots(figsize=(6, 3.5))[1]
-    alpha = table["alpha"].dropna()
-    ax.hist(alpha, bins=bins, color="tab:blue", alpha=0.8, label=label or f"{len(alpha)} matrices")
-    for bound in (ALPHA_LOW, ALPHA_HIGH):
-        ax.axvline(bound, color="tab:red", linestyle="--", linewidth=1.2)
-    ax.set(xlabel=r"HTSR $\alpha$", ylabel="matrices")
-    ax.legend(frameon=False)
-    return ax
-
-
-def plot_alpha_by_depth(table: pd.DataFrame, ax=None):
-    """Alpha of every matrix inside the blocks against block index, by kind, median per block."""
-    import matplotlib.pyplot as plt
-
-    ax = ax if ax is not None else plt.subplots(figsize=(6, 3.5))[1]
-    in_blocks = table.dropna(subset=["block", "alpha"])
-    for (kind, rows), marker in zip(in_blocks.groupby("kind"), "osD^v<>"):
-        ax.scatter(rows["block"].astype(int), rows["alpha"], s=18, marker=marker, alpha=0.7, label=kind)
-    median = in_blocks.groupby("block")["alpha"].median()
-    ax.plot(median.index.astype(int), median.to_numpy(), color="black", linewidth=1.5, label="median")
-    for bound in (ALPHA_LOW, ALPHA_HIGH):
-        ax.axhline(bound, color="tab:red", linestyle="--", linewidth=1.0)
-    ax.set(xlabel="block (depth)", ylabel=r"HTSR $\alpha$")
-    ax.legend(frameon=False, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    return ax
-
-
-# Synthetic gpt-oss-format checkpoints (tests, benchmarks/llm_memory.py, notebook 06): the
-# Hugging Face names and layouts of openai/gpt-oss-20b, at any size, with random weights.
-def _random_mxfp4(rng: np.random.Generator, shape: tuple[int, ...], encode: bool) -> tuple[np.ndarray, np.ndarray]:
-    """MXFP4 (blocks, scales) of a (*prefix, K) tensor: representable values encoded, or raw codes."""
-    n_blocks = shape[-1] // BLOCK_SIZE
-    if not encode:  # every byte is a valid pair of codes; scales near 2**-6
-        blocks = rng.integers(0, 256, size=(*shape[:-1], n_blocks, BYTES_PER_BLOCK), dtype=np.uint8)
-        return blocks, rng.integers(118, 124, size=blocks.shape[:-1], dtype=np.uint8)
-    codes = rng.integers(0, 16, size=shape)  # representable values: decode(encode(x)) == x
-    exponents = np.repeat(rng.integers(-9, -3, size=(*shape[:-1], n_blocks)), BLOCK_SIZE, axis=-1)
-    return encode_mxfp4(E2M1_VALUES[codes] * np.exp2(exponents))
-
-
-def _synthetic_block(rng: np.random.Generator, i: int, hidden: int, intermediate: int, n_experts: int,
-                     encode: bool) -> dict[str, np.ndarray]:
-    """The tensors of transformer block i in gpt-oss naming (float64 here, bf16 on disk)."""
-    prefix, tensors = f"model.layers.{i}.", {}
-    for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
-        tensors[f"{prefix}self_attn.{proj}.weight"] = rng.standard_normal((hidden, hidden)) / np.sqrt(hidden)
-        tensors[f"{prefix}self_attn.{proj}.bias"] = np.zeros(hidden)
-    tensors[f"{prefix}self_attn.sinks"] = np.zeros(4)
-    tensors[f"{prefix}mlp.router.weight"] = rng.standard_normal((n_experts, hidden)) / np.sqrt(hidden)
-    tensors[f"{prefix}mlp.router.bias"] = np.zeros(n_experts)
-    expert_shapes = {"gate_up_proj": (2 * intermediate, hidden), "down_proj": (hidden, intermediate)}
-    for proj, (rows, cols) in expert_shapes.items():
-        name = f"{prefix}mlp.experts.{proj}"
-        tensors[f"{name}_blocks"], tensors[f"{name}_scales"] = _random_mxfp4(rng, (n_experts, rows, cols), encode)
-        tensors[f"{name}_bias"] = np.zeros((n_experts, rows))
-    tensors[f"{prefix}input_layernorm.weight"] = np.ones(hidden)
-    tensors[f"{prefix}post_attention_layernorm.weight"] = np.ones(hidden)
-    return tensors
-
-
-def _save_shard(tensors: dict[str, np.ndarray], file: Path) -> int:
-    """Write numpy tensors to safetensors, uint8 as is and floats as bfloat16 (as gpt-oss); bytes written."""
-    from safetensors.torch import save_file
-
-    torch_tensors = {name: torch.from_numpy(array) if array.dtype == np.uint8
-                     else torch.from_numpy(array.astype(np.float32)).to(torch.bfloat16)
-                     for name, array in tensors.items()}
-    save_file(torch_tensors, str(file), metadata={"format": "pt"})
-    return sum(t.numel() * t.element_size() for t in torch_tensors.values())
-
-
-def write_synthetic_gpt_oss(
-    folder: str | Path, *, n_blocks: int = 2, n_experts: int = 4, hidden: int = 128, intermediate: int = 128,
-    vocab: int = 256, blocks_per_shard: int = 1, encode: bool = True, seed: int = 0,
-) -> Path:
-    """A random gpt-oss-format checkpoint: bf16 dense tensors, MXFP4 experts, shards + index.
-
-    Args:
-        hidden, intermediate: multiples of 32 (MXFP4 blocks run along the input dimension).
-        encode: True quantizes E2M1-representable values with our encoder (exact); False
-            draws random codes and scales directly (fast, for multi-GB benchmarks).
-    """
-    if hidden % BLOCK_SIZE or intermediate % BLOCK_SIZE:
-        raise ValueError(f"hidden and intermediate must be multiples of {BLOCK_SIZE}, "
-                         f"got {hidden} and {intermediate}")
-    folder, rng = Path(folder), np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    starts = range(0, n_blocks, blocks_per_shard)
-    weight_map, total_size = {}, 0
-    for k, start in enumerate(starts):
-        tensors = {}
-        for i in range(start, min(start + blocks_per_shard, n_blocks)):
-            tensors |= _synthetic_block(rng, i, hidden, intermediate, n_experts, encode)
-        if k == 0:
-            tensors["model.embed_tokens.weight"] = rng.standard_normal((vocab, hidden))
-        if k == len(starts) - 1:
-            tensors["model.norm.weight"] = np.ones(hidden)
-            tensors["lm_head.weight"] = rng.standard_normal((vocab, hidden)) / np.sqrt(hidden)
-        file = folder / f"model-{k + 1:05d}-of-{len(starts):05d}.safetensors"
-        total_size += _save_shard(tensors, file)
-        weight_map |= dict.fromkeys(tensors, file.name)
-    index = {"metadata": {"total_size": total_size}, "weight_map": dict(sorted(weight_map.items()))}
-    (folder / INDEX_NAME).write_text(json.dumps(index, indent=2))
-    return folder

@@ -15,7 +15,7 @@ atomic rename, so a half-written run is never taken for a finished one. A folder
 no longer match their seal (a flipped byte, a truncated copy) is not finished either: it is
 recomputed, with a WARNING naming the folder and the file, rather than raising, because the
 store is a cache and recomputing is the one repair that needs no person. Seals written before
-hashes existed (sizes only) still load; `python -m grokutils.results --add-hashes FOLDER ...`
+hashes existed (sizes only) still load; `python -m grokutils.store --add-hashes FOLDER ...`
 adds the hashes to them. One process at a time computes a config (`run_lock`).
 """
 from __future__ import annotations
@@ -199,6 +199,28 @@ class RunResult:
     def key_steps(self) -> dict:
         """The steps whose weights were kept, per seed: {seed: {which: step}}."""
         return {int(seed): steps for seed, steps in self.meta["key_steps"].items()}
+
+
+def run_summary(result: RunResult) -> pd.Series:
+    """What a reader needs to trust a run: config, data, device, versions, timings and speed."""
+    meta = result.meta
+    trained = sum(status["step"] for status in meta["status"].values())
+    fingerprints = {f"{name} sha256": digest[:16] for name, digest in meta["data_fingerprint"].items()}
+    finished = ", ".join(f"{seed}: {status['status']}" for seed, status in meta["status"].items())
+    return pd.Series({
+        "results folder": result.path.name,
+        "seeds": f"{result.config.n_seeds} ({finished})",
+        "steps per seed": f"{result.config.steps:,}",
+        "checkpoints measured": int(result.curves.groupby("seed").size().iloc[0]),
+        "data": meta["data_source"],
+        **fingerprints,
+        "device": meta["device"],
+        "training time (s)": meta["timings"]["train_s"],
+        "training steps per second (all seeds)": round(trained / max(meta["timings"]["train_s"], 0.1), 1),
+        "measuring time, summed over workers (s)": meta["timings"]["measure_s"],
+        "wall time (s)": meta["timings"]["wall_s"],
+        "versions": ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
+    }, name="value")
 
 
 def array_key(seed: int, step: int, layer: str, what: str) -> str:

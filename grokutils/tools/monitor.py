@@ -17,7 +17,7 @@ How it works and what it promises:
 
 * `step(n)` is called with the number of optimizer steps done (call `step(0)` before the
   first one to record the initialization). When `n` reaches the next step of the schedule
-  (log-spaced over `total_steps` by default, `grokutils.train.log_spaced_steps`), the weights
+  (log-spaced over `total_steps` by default, `grokutils.config.log_spaced_steps`), the weights
   of every analyzed layer are copied to CPU float64 numpy arrays, and that copy is analyzed
   by `grokutils.htsr.analyze_matrices` in a background worker; training goes on at once.
   At most `max_pending` copies wait for the worker; beyond that `step` waits for the oldest
@@ -37,7 +37,9 @@ How it works and what it promises:
   `step` call after the analysis finished), sets `monitor.should_stop`, and, with
   `raise_on_alarm=True`, raises `AlarmStop` from that `step` call.
 * Every analyzed (step, layer) is one row of a tidy log (`monitor.log`), written atomically
-  (temporary file, then rename) to `log_path` (`.csv` or `.parquet`) after each analysis.
+  (temporary file, then rename) to `log_path` (`.csv` or `.parquet`) after each analysis;
+  `read_log` reads it back (format and alarm rule: `grokutils.tools.alarm_log`; figures and
+  lead times over stored runs: `grokutils.plots.alarm`).
 * A worker that fails never stops training: an analysis that raises, or a worker process
   that dies, is logged with `logging` and recorded in the log's `error` column; a dead
   worker process is replaced (up to `MAX_WORKER_RESTARTS` times, then monitoring stops).
@@ -48,7 +50,6 @@ How it works and what it promises:
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import warnings
 from collections import deque
@@ -64,19 +65,16 @@ import pandas as pd
 import torch
 from torch import nn
 
-from grokutils.figures import stamp_protocol
-from grokutils.htsr import analyze_matrices, import_weightwatcher
+from grokutils.config import log_spaced_steps
+from grokutils.htsr import analyze_matrices, import_weightwatcher, worker_init
 from grokutils.measures import shuffle_seed
-from grokutils.train import log_spaced_steps
+from grokutils.tools.alarm_log import ALPHA_THRESHOLD, LOG_SUFFIXES, error_rows, tidy_log, write_log
+from grokutils.tools.alarm_log import read_log as read_log  # re-exported: the reader of the monitor's log
 
 log = logging.getLogger(__name__)
 
-ALPHA_THRESHOLD = 2.0  # HTSR: alpha < 2 reads as an over-fitted, very heavy-tailed layer
 MAX_WORKER_RESTARTS = 3  # dead worker processes replaced before monitoring gives up
-LOG_SUFFIXES = (".csv", ".parquet")
 MIN_SIDE, MAX_SIDE = 10, 15_000  # weightwatcher skips matrices with fewer / more eigenvalues
-# The first columns of the log, in this order; the analyzer's other columns follow.
-LOG_COLUMNS = ["step", "layer", "rows", "cols", "alpha", "traps", "alarm", "reason", "error"]
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
@@ -139,71 +137,6 @@ def analyze_snapshot(step: int, matrices: dict[str, np.ndarray], seed: int,
     return frame
 
 
-def alarm_reasons(frame: pd.DataFrame, alpha_threshold: float = ALPHA_THRESHOLD,
-                  max_traps: int = 0) -> pd.Series:
-    """Per row, why it alarms ('alpha 1.83 < 2', '3 traps', both joined by '; ') or ''."""
-    alpha = pd.to_numeric(frame["alpha"], errors="coerce")
-    traps = pd.to_numeric(frame["traps"], errors="coerce")
-    low_alpha = (alpha < alpha_threshold).fillna(False)
-    trapped = (traps > max_traps).fillna(False)
-    reasons = []
-    for a, t, is_low, is_trapped in zip(alpha, traps, low_alpha, trapped):
-        parts = ([f"alpha {a:.2f} < {alpha_threshold:g}"] if is_low else []) + \
-                ([f"{int(t)} trap{'s' if t != 1 else ''}"] if is_trapped else [])
-        reasons.append("; ".join(parts))
-    return pd.Series(reasons, index=frame.index, dtype=object)
-
-
-def error_rows(step: int, matrices: dict[str, np.ndarray], error: str) -> pd.DataFrame:
-    """Log rows recording that the analysis of one snapshot failed."""
-    return pd.DataFrame({"step": step, "layer": list(matrices),
-                         "rows": [m.shape[0] for m in matrices.values()],
-                         "cols": [m.shape[1] for m in matrices.values()],
-                         "alpha": np.nan, "traps": pd.array([pd.NA] * len(matrices), dtype="Int64"),
-                         "error": error})
-
-
-def tidy_log(frames: Iterable[pd.DataFrame], alpha_threshold: float = ALPHA_THRESHOLD,
-             max_traps: int = 0) -> pd.DataFrame:
-    """One row per (step, layer), LOG_COLUMNS first, with the alarm flag and its reason."""
-    frames = [frame for frame in frames if len(frame)]
-    if not frames:
-        return pd.DataFrame({column: [] for column in LOG_COLUMNS})
-    table = pd.concat(frames, ignore_index=True)
-    table["traps"] = pd.to_numeric(table["traps"], errors="coerce").astype("Int64")
-    table["error"] = table["error"].fillna("") if "error" in table else ""
-    table["reason"] = alarm_reasons(table, alpha_threshold, max_traps)
-    table["alarm"] = table["reason"] != ""
-    others = [column for column in table.columns if column not in LOG_COLUMNS]
-    return table[LOG_COLUMNS + others].sort_values(["step"], kind="stable").reset_index(drop=True)
-
-
-def write_log(table: pd.DataFrame, path: Path) -> None:
-    """Write the log as CSV or Parquet (by suffix) into a temporary file, then rename it."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")
-    if path.suffix == ".parquet":
-        table.to_parquet(temporary, index=False)
-    else:
-        table.to_csv(temporary, index=False)
-    os.replace(temporary, path)
-
-
-def read_log(path: Path | str) -> pd.DataFrame:
-    """A monitor log written by `write_log` (CSV or Parquet)."""
-    path = Path(path)
-    if path.suffix not in LOG_SUFFIXES:
-        raise ValueError(f"log must end in one of {LOG_SUFFIXES}, got {path.name!r}")
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    text_columns = ("layer", "reason", "error")  # read as written: '' stays '', a layer 'NA' stays 'NA'
-    numeric = [column for column in pd.read_csv(path, nrows=0).columns if column not in text_columns]
-    table = pd.read_csv(path, dtype={column: str for column in text_columns}, keep_default_na=False,
-                        na_values={column: [""] for column in numeric})
-    table["traps"] = table["traps"].astype("Int64")
-    return table
-
-
 def _stacklevel_outside_module() -> int:
     """The warnings stacklevel, seen from its caller, of the first frame outside this module."""
     frame, level = sys._getframe(1), 1
@@ -217,10 +150,6 @@ def _lost(future: Future) -> bool:
     return not future.done() or future.cancelled() or isinstance(future.exception(), BrokenProcessPool)
 
 
-def _worker_init() -> None:
-    """Worker process: one thread for torch and WeightWatcher imported once, up front."""
-    torch.set_num_threads(1)
-    import_weightwatcher()
 
 
 @dataclass(eq=False)  # compared by identity: fields hold arrays
@@ -320,7 +249,7 @@ class Monitor:
         """A one-worker pool: a spawned process (default) or a thread."""
         if self.worker == "thread":
             return ThreadPoolExecutor(max_workers=1, thread_name_prefix="htsr-monitor")
-        return ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"), initializer=_worker_init)
+        return ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"), initializer=worker_init)
 
     def _submit(self, step: int, matrices: dict[str, np.ndarray]) -> None:
         """Hand one snapshot to the worker; a broken pool is replaced first."""
@@ -438,110 +367,3 @@ def _check_log_path(log_path: Path | str | None) -> Path | None:
     if not path.parent.is_dir():
         raise ValueError(f"log_path's folder does not exist: {path.parent.name!r}")
     return path
-
-
-def first_alarms(layers: pd.DataFrame, watched: Sequence[str] | None = None,
-                 alpha_threshold: float = ALPHA_THRESHOLD, max_traps: int = 0) -> pd.DataFrame:
-    """Per seed (if the table has one), the first alarming step among the watched layers.
-
-    Reads any tidy table with step, layer, alpha and traps columns: a monitor log or the
-    `layers` table of a stored run. Columns: first_alarm (step or NA), layer, reason.
-    """
-    missing = {"step", "layer", "alpha", "traps"} - set(layers.columns)
-    if missing:
-        raise ValueError(f"layers table lacks columns {sorted(missing)}; has {list(layers.columns)}")
-    table = layers if "seed" in layers else layers.assign(seed=0)
-    if watched is not None:
-        table = table[table.layer.isin(watched)]
-    table = table.assign(reason=alarm_reasons(table, alpha_threshold, max_traps)).sort_values(["seed", "step", "layer"])
-    seeds = sorted((layers if "seed" in layers else table).seed.unique())
-    alarmed = table[table.reason != ""].groupby("seed").first()  # sorted: the earliest step
-    return pd.DataFrame({"first_alarm": pd.array([alarmed.step.get(s) for s in seeds], dtype="Int64"),
-                         "layer": [alarmed.layer.get(s, "") for s in seeds],
-                         "reason": [alarmed.reason.get(s, "") for s in seeds]},
-                        index=pd.Index(seeds, name="seed"))
-
-
-def lead_times(layers: pd.DataFrame, curves: pd.DataFrame, watched: Sequence[str] = ("fc1", "fc2"),
-               alpha_threshold: float = ALPHA_THRESHOLD, max_traps: int = 0,
-               collapse_drop: float = 0.05) -> pd.DataFrame:
-    """Per seed of a stored run: first alarm, test-accuracy collapse (find_phases), lead, verdict."""
-    from grokutils.phases import find_phases
-
-    table = first_alarms(layers, watched, alpha_threshold, max_traps)
-    collapse = {seed: find_phases(curves[curves.seed == seed], collapse_drop=collapse_drop).t_collapse
-                for seed in table.index}
-    table["t_collapse"] = pd.array([collapse[seed] for seed in table.index], dtype="Int64")
-    table["lead_steps"] = table["t_collapse"] - table["first_alarm"]
-    table["verdict"] = [_verdict(alarm, fall) for alarm, fall in zip(table.first_alarm, table.t_collapse)]
-    return table
-
-
-def _verdict(alarm, collapse) -> str:
-    """Words for one (first alarm, collapse) pair of steps, either possibly missing."""
-    if pd.isna(alarm):
-        return "no alarm, no collapse within the run" if pd.isna(collapse) else "missed: collapse without alarm"
-    if pd.isna(collapse):
-        return "false alarm: no collapse within the run"
-    return "alarm before collapse" if alarm <= collapse else "late: alarm after collapse"
-
-
-def log_figure(table: pd.DataFrame, alpha_threshold: float = ALPHA_THRESHOLD):
-    """Alpha (top) and traps (bottom) per layer against steps, alarms marked: a monitor log."""
-    import matplotlib.pyplot as plt
-
-    fig, (alpha_ax, traps_ax) = plt.subplots(2, 1, sharex=True, figsize=(7, 5))
-    for layer, rows in table.groupby("layer", sort=False):
-        line, = alpha_ax.plot(rows.step, rows.alpha, marker=".", label=f"{layer}")
-        traps_ax.plot(rows.step, rows.traps.astype(float), marker=".", color=line.get_color())
-        alarmed = rows[rows.alarm.astype(bool)]
-        alpha_ax.plot(alarmed.step, alarmed.alpha, "x", color="red", ms=8, lw=0)
-    alpha_ax.axhline(alpha_threshold, color="k", ls="--", lw=1)
-    alpha_ax.set_ylabel("HTSR alpha")
-    alpha_ax.legend(title="layer\n(x: alarm)", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    _step_axes(alpha_ax, traps_ax)
-    fig.tight_layout()
-    return fig
-
-
-def _step_axes(*axes) -> None:
-    """Shared x axis in steps (symlog, step 0 shown, nothing left of it); whole-number traps."""
-    from matplotlib.ticker import MaxNLocator
-
-    axes[-1].set_xscale("symlog", linthresh=1)
-    axes[-1].set_xlim(left=0)
-    axes[-1].set_xlabel("optimizer step")
-    traps_ax = axes[1]
-    traps_ax.set_ylabel("correlation traps")
-    traps_ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    traps_ax.set_ylim(bottom=-0.2, top=max(1.2, traps_ax.get_ylim()[1]))
-
-
-def run_alarm_figure(result, watched: Sequence[str] = ("fc1", "fc2"), alpha_threshold: float = ALPHA_THRESHOLD,
-                     max_traps: int = 0, title: str = ""):
-    """A stored run: alpha and traps of the watched layers and test accuracy per seed, with
-    each seed's first alarm (red dashed) and test-accuracy collapse (black dotted) marked."""
-    import matplotlib.pyplot as plt
-
-    table = lead_times(result.layers, result.curves, watched, alpha_threshold, max_traps)
-    fig, axes = plt.subplots(3, 1, sharex=True, figsize=(7, 6.5))
-    layers = result.layers[result.layers.layer.isin(watched)]
-    for (seed, layer), rows in layers.groupby(["seed", "layer"]):
-        style = dict(color=f"C{list(watched).index(layer)}", ls="-" if seed == 0 else "--", lw=1)
-        axes[0].plot(rows.step, rows.alpha, label=f"{layer}, seed {seed}", **style)
-        axes[1].plot(rows.step, rows.traps.astype(float), **style)
-    for seed, rows in result.curves.groupby("seed"):
-        axes[2].plot(rows.step, rows.test_accuracy, color="gray", ls="-" if seed == 0 else "--", lw=1)
-    for seed, row in table.iterrows():
-        for ax in axes:
-            if not pd.isna(row.first_alarm):
-                ax.axvline(max(int(row.first_alarm), 1), color="red", ls="--", lw=1)
-            if not pd.isna(row.t_collapse):
-                ax.axvline(max(int(row.t_collapse), 1), color="k", ls=":", lw=1)
-    axes[0].axhline(alpha_threshold, color="k", ls="--", lw=1)
-    axes[0].set_ylabel("HTSR alpha")
-    axes[0].legend(fontsize=7, ncol=2)
-    axes[2].set_ylabel("test accuracy")
-    _step_axes(*axes)
-    axes[0].set_title(title)
-    return stamp_protocol(fig, result.config)

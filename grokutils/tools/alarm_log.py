@@ -1,0 +1,85 @@
+"""The tidy log of HTSR alarms shared by `grokutils.tools.monitor` and `grokutils.tools.watch`.
+
+One row per analyzed (step, layer), `LOG_COLUMNS` first and the analyzer's other columns
+after them. A row alarms when its alpha is below `ALPHA_THRESHOLD` (2) or it has more than
+`max_traps` (0) correlation traps; a failed fit (alpha NaN) raises no alpha alarm. The log
+is written atomically as CSV or Parquet (`LOG_SUFFIXES`) and read back as written.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ALPHA_THRESHOLD = 2.0  # HTSR: alpha < 2 reads as an over-fitted, very heavy-tailed layer
+LOG_SUFFIXES = (".csv", ".parquet")
+# The first columns of the log, in this order; the analyzer's other columns follow.
+LOG_COLUMNS = ["step", "layer", "rows", "cols", "alpha", "traps", "alarm", "reason", "error"]
+
+
+def alarm_reasons(frame: pd.DataFrame, alpha_threshold: float = ALPHA_THRESHOLD,
+                  max_traps: int = 0) -> pd.Series:
+    """Per row, why it alarms ('alpha 1.83 < 2', '3 traps', both joined by '; ') or ''."""
+    alpha = pd.to_numeric(frame["alpha"], errors="coerce")
+    traps = pd.to_numeric(frame["traps"], errors="coerce")
+    low_alpha = (alpha < alpha_threshold).fillna(False)
+    trapped = (traps > max_traps).fillna(False)
+    reasons = []
+    for a, t, is_low, is_trapped in zip(alpha, traps, low_alpha, trapped):
+        parts = ([f"alpha {a:.2f} < {alpha_threshold:g}"] if is_low else []) + \
+                ([f"{int(t)} trap{'s' if t != 1 else ''}"] if is_trapped else [])
+        reasons.append("; ".join(parts))
+    return pd.Series(reasons, index=frame.index, dtype=object)
+
+
+def error_rows(step: int, matrices: dict[str, np.ndarray], error: str) -> pd.DataFrame:
+    """Log rows recording that the analysis of one snapshot failed."""
+    return pd.DataFrame({"step": step, "layer": list(matrices),
+                         "rows": [m.shape[0] for m in matrices.values()],
+                         "cols": [m.shape[1] for m in matrices.values()],
+                         "alpha": np.nan, "traps": pd.array([pd.NA] * len(matrices), dtype="Int64"),
+                         "error": error})
+
+
+def tidy_log(frames: Iterable[pd.DataFrame], alpha_threshold: float = ALPHA_THRESHOLD,
+             max_traps: int = 0) -> pd.DataFrame:
+    """One row per (step, layer), LOG_COLUMNS first, with the alarm flag and its reason."""
+    frames = [frame for frame in frames if len(frame)]
+    if not frames:
+        return pd.DataFrame({column: [] for column in LOG_COLUMNS})
+    table = pd.concat(frames, ignore_index=True)
+    table["traps"] = pd.to_numeric(table["traps"], errors="coerce").astype("Int64")
+    table["error"] = table["error"].fillna("") if "error" in table else ""
+    table["reason"] = alarm_reasons(table, alpha_threshold, max_traps)
+    table["alarm"] = table["reason"] != ""
+    others = [column for column in table.columns if column not in LOG_COLUMNS]
+    return table[LOG_COLUMNS + others].sort_values(["step"], kind="stable").reset_index(drop=True)
+
+
+def write_log(table: pd.DataFrame, path: Path) -> None:
+    """Write the log as CSV or Parquet (by suffix) into a temporary file, then rename it."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    if path.suffix == ".parquet":
+        table.to_parquet(temporary, index=False)
+    else:
+        table.to_csv(temporary, index=False)
+    os.replace(temporary, path)
+
+
+def read_log(path: Path | str) -> pd.DataFrame:
+    """A monitor log written by `write_log` (CSV or Parquet)."""
+    path = Path(path)
+    if path.suffix not in LOG_SUFFIXES:
+        raise ValueError(f"log must end in one of {LOG_SUFFIXES}, got {path.name!r}")
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    text_columns = ("layer", "reason", "error")  # read as written: '' stays '', a layer 'NA' stays 'NA'
+    numeric = [column for column in pd.read_csv(path, nrows=0).columns if column not in text_columns]
+    table = pd.read_csv(path, dtype={column: str for column in text_columns}, keep_default_na=False,
+                        na_values={column: [""] for column in numeric})
+    table["traps"] = table["traps"].astype("Int64")
+    return table

@@ -1,0 +1,215 @@
+"""The engine and the one training loop, for both tasks: kill and resume, NaN, cache hits, locks.
+
+Each test runs once per task (`TASKS`): the MLP (seeds batched by `grokutils.fast` inside the
+engine, `grokutils.train.train_seed` for one seed) and modular addition (`train_seed` always).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from grokutils import engine, store, tasks, train
+from grokutils.config import MLPConfig, ModAddConfig
+from grokutils.data import modular_addition_data
+
+CPU = torch.device("cpu")
+SMALL_MODADD = dict(p=23, train_fraction=0.5)  # 529 pairs, 264 for training: fast, same code paths
+
+
+def _mnist_like(n: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return torch.rand(n, 784, generator=generator, dtype=torch.float64), torch.arange(n) % 10
+
+
+# task name -> (task, a config of `steps` steps with `n` checkpoints, its training data)
+SETUPS = {
+    "mlp": (tasks.MLP, lambda steps, n, **kw: MLPConfig(steps=steps, n_checkpoints=n, **kw), _mnist_like),
+    "modadd": (tasks.MODADD, lambda steps, n, **kw: ModAddConfig(steps=steps, n_checkpoints=n, batch_size=100,
+                                                                 **SMALL_MODADD, **kw),
+               lambda: modular_addition_data(23, 0.5, 0)),
+}
+TASKS = list(SETUPS)
+
+
+def _final_state(seed_dir) -> dict:
+    return torch.load(seed_dir / "state.pt", weights_only=True)
+
+
+def _assert_same_weights(actual: dict, expected: dict) -> None:
+    assert actual["step"] == expected["step"]
+    for name, tensor in expected["model"].items():
+        assert torch.equal(tensor, actual["model"][name]), name
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_crash_after_a_checkpoint_resumes_to_identical_weights(name, tmp_path):
+    """A crash right after a checkpoint: the rerun continues from it and ends where an
+    uninterrupted run ends, bitwise (every batch is a pure function of seed and step)."""
+    task, make_config, make_data = SETUPS[name]
+    config, data = make_config(40, 6), make_data()
+    crash_step = config.checkpoint_steps[3]
+
+    class Crash(Exception):
+        pass
+
+    def crash(step, path):
+        if step == crash_step:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train.train_seed(task, config, 0, data, tmp_path / "a", CPU, crash, progress=False)
+    assert _final_state(tmp_path / "a")["step"] == crash_step
+    seen = []
+    train.train_seed(task, config, 0, data, tmp_path / "a", CPU, lambda s, p: seen.append(s), progress=False)
+    assert seen == [t for t in config.checkpoint_steps if t > crash_step]
+    train.train_seed(task, config, 0, data, tmp_path / "b", CPU, progress=False)
+    _assert_same_weights(_final_state(tmp_path / "a"), _final_state(tmp_path / "b"))
+    assert not list(tmp_path.rglob(".*.tmp"))  # atomic writes leave no temporary files
+
+
+RUNNER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    import torch
+    sys.path.insert(0, sys.argv[3])
+    from test_engine import SETUPS
+    task, make_config, make_data = SETUPS[sys.argv[2]]
+    from grokutils.train import train_seed
+    train_seed(task, make_config(800, 40), 0, make_data(), Path(sys.argv[1]), torch.device("cpu"), progress=False)
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TASKS)
+def test_killed_run_resumes_to_bitwise_identical_weights(name, tmp_path):
+    """SIGKILL a real training process mid-run; rerunning finishes with the same weights."""
+    interrupted, reference = tmp_path / "interrupted", tmp_path / "reference"
+    command = [sys.executable, "-c", RUNNER, str(interrupted), name, os.path.dirname(__file__)]
+    process = subprocess.Popen(command)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((interrupted / "weights").glob("*.safetensors"))) < 25:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    saved = _final_state(interrupted)["step"]
+    assert 0 < saved < 800, f"kill came too late to test resuming (state at step {saved})"
+    subprocess.run(command, check=True)
+    subprocess.run([*command[:3], str(reference), *command[4:]], check=True)
+    assert _final_state(reference)["step"] == 800
+    _assert_same_weights(_final_state(interrupted), _final_state(reference))
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_nan_loss_stops_with_a_recorded_status(name, tmp_path, monkeypatch):
+    task, make_config, make_data = SETUPS[name]
+    real_step = tasks.train_step
+
+    def poisoned(model, optimizer, loss_of, lr=None):
+        loss = real_step(model, optimizer, loss_of, lr)
+        return loss * float("nan") if optimizer.state[model.fc1.weight]["step"] > 150 else loss
+
+    monkeypatch.setattr(tasks, "train_step", poisoned)
+    config, data = make_config(1000, 10), make_data()
+    status = train.train_seed(task, config, 0, data, tmp_path, CPU, progress=False)
+    assert status == {"status": "diverged", "step": 200}
+    assert _final_state(tmp_path)["status"] == "diverged"
+    assert train.train_seed(task, config, 0, data, tmp_path, CPU, progress=False) == status  # not restarted
+
+
+@pytest.fixture(params=TASKS)
+def finished(request, tiny_run, tiny_modadd):
+    """A finished, stored run of each task (built once per session in conftest.py)."""
+    return {"mlp": tiny_run, "modadd": tiny_modadd}[request.param]
+
+
+def _refuse_training(monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(engine, "_train", refuse)
+
+
+def test_stored_run_is_loaded_not_recomputed(finished, monkeypatch):
+    _refuse_training(monkeypatch)
+    again = engine.run(finished.config, results_dir=finished.path.parent, device="cpu", progress=False)
+    pd.testing.assert_frame_equal(again.curves, finished.curves)
+    pd.testing.assert_frame_equal(again.layers, finished.layers)
+    assert engine.load_if_stored(finished.config, finished.path.parent).path == finished.path
+
+
+def test_second_process_waits_for_the_first_and_loads_its_result(finished, tmp_path, monkeypatch, caplog,
+                                                                 hold_run_lock):
+    """Another process holds the run's lock, then stores the run: this one waits and loads it."""
+    final = store.run_dir(finished.config, tmp_path)
+    holder = hold_run_lock(final, source=finished.path, seconds=2.0)
+    _refuse_training(monkeypatch)
+    with caplog.at_level("WARNING", logger="grokutils"):
+        loaded = engine.run(finished.config, results_dir=tmp_path, device="cpu", n_workers=0, progress=False)
+    assert holder.wait(timeout=60) == 0
+    assert "waiting" in caplog.text and final.name in caplog.text
+    pd.testing.assert_frame_equal(loaded.curves, finished.curves)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [final.name]  # no lock file left
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_early_failure_leaves_no_partial_folder_or_lock(name, tmp_path, monkeypatch):
+    def no_data(*args, **kwargs):
+        raise OSError("no data here")
+
+    task = SETUPS[name][0]
+    monkeypatch.setitem(tasks.TASKS, task.config_class, dataclasses.replace(task, data=no_data))
+    with pytest.raises(OSError, match="no data here"):
+        engine.run(SETUPS[name][1](5, 2), results_dir=tmp_path, device="cpu", n_workers=0, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", TASKS)
+@pytest.mark.parametrize("device, n_workers, message", [
+    ("cuda:1", 0, "got 'cuda:1'"), ("cpu", -1, "n_workers must be a non-negative integer or None, got -1"),
+    ("cpu", 1.5, "got 1.5")])
+def test_bad_arguments_fail_before_any_folder_is_written(name, device, n_workers, message, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(ValueError, match=message):
+        engine.run(SETUPS[name][1](5, 2), results_dir=tmp_path, device=device, n_workers=n_workers)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_config_of_no_task_is_refused():
+    with pytest.raises(TypeError, match=r"config must be one of \['MLPConfig', 'ModAddConfig'\], got dict"):
+        tasks.task_of({"steps": 5})
+
+
+@pytest.mark.slow
+def test_run_killed_at_a_checkpoint_resumes_and_matches(finished, tmp_path, monkeypatch):
+    """The engine is stopped at a checkpoint mid-run: nothing is sealed; the rerun resumes
+    (training and measuring) and stores the same tables as an uninterrupted run."""
+    steps = finished.config.checkpoint_steps
+    real_train, kill_at = engine._train, steps[len(steps) // 2]  # a checkpoint before the last
+
+    def killed_mid_run(task, config, seed_dirs, data, device, submit, progress):
+        def callback(seed, step, path):
+            submit(seed, step, path)
+            if step == kill_at:
+                raise KeyboardInterrupt("simulated kill")
+        return real_train(task, config, seed_dirs, data, device, callback, progress)
+
+    monkeypatch.setattr(engine, "_train", killed_mid_run)
+    with pytest.raises(KeyboardInterrupt):
+        engine.run(finished.config, results_dir=tmp_path, device="cpu", n_workers=1, progress=False)
+    final = store.run_dir(finished.config, tmp_path)
+    assert not final.exists() and store.partial_dir(final).is_dir()
+    monkeypatch.setattr(engine, "_train", real_train)
+    resumed = engine.run(finished.config, results_dir=tmp_path, device="cpu", n_workers=1, progress=False)
+    assert not store.partial_dir(final).exists()
+    pd.testing.assert_frame_equal(resumed.curves, finished.curves)
+    pd.testing.assert_frame_equal(resumed.layers, finished.layers)
