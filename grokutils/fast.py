@@ -13,7 +13,7 @@ and the benchmark (`python -m grokutils.tools.bench`) prints that difference.
 
 How it is fast:
 
-* the S seeds are one model: every parameter of seed s is row s of an (S, P) buffer, the
+* the S seeds are one model (`grokutils.batched`): every parameter of seed s is row s of an (S, P) buffer, the
   layers are (S, out, in) views of it, and forward and backward are written out with
   `torch.baddbmm`/`torch.bmm`, so one kernel serves all seeds;
 * AdamW runs on the whole (S, P) buffer at once (about ten element-wise kernels, or one or
