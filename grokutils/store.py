@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import fcntl
 import hashlib
+import io
 import json
 import logging
 import os
@@ -77,6 +78,17 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_table(table: pd.DataFrame, path: Path, parquet: bool | None = None) -> None:
+    """A table as Parquet or CSV (None: Parquet for a `.parquet` path), through `atomic_write_bytes`."""
+    path = Path(path)
+    if parquet or (parquet is None and path.suffix == ".parquet"):
+        buffer = io.BytesIO()
+        table.to_parquet(buffer, index=False)
+        atomic_write_bytes(path, buffer.getvalue())
+    else:
+        atomic_write_bytes(path, table.to_csv(index=False).encode())
 
 
 def file_sha256(path: Path) -> str:

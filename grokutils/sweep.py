@@ -12,7 +12,6 @@ is recomputed from the start (each takes minutes, not hours).
 from __future__ import annotations
 
 import dataclasses
-import io
 import logging
 import time
 from pathlib import Path
@@ -80,11 +79,9 @@ def accuracy_curve(config: MLPConfig, results_dir: Path | str = RESULTS_DIR, dev
 
 
 def _write(curve: pd.DataFrame, path: Path) -> None:
-    """The Parquet file, written to a temporary name and renamed into place."""
+    """The Parquet file, written atomically (`store.atomic_write_table`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    curve.to_parquet(buffer, index=False)
-    store.atomic_write_bytes(path, buffer.getvalue())
+    store.atomic_write_table(curve, path)
 
 
 def sweep_configs(points: list[list], base: MLPConfig) -> list[MLPConfig]:

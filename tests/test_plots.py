@@ -41,3 +41,17 @@ def test_average_alpha_is_mean_of_fc1_fc2(tiny_run):
 def test_comparison_table(tiny_run):
     table = figures.comparison_table({"a": tiny_run, "b": tiny_run})
     assert list(table.columns) == ["a", "b"] and "final test accuracy" in table.index
+
+
+@pytest.mark.parametrize("height", [3.0, 12.8])
+def test_protocol_stamp_keeps_the_same_margin_in_inches_on_short_and_tall_figures(tiny_run, height):
+    """The stamp's margin is fixed in inches, so a tall figure gets no band of blank space."""
+    from grokutils import paper
+    from grokutils.plots.common import STAMP_MARGIN_INCHES, stamp_protocol
+
+    fig, _ = plt.subplots(figsize=(6, height))
+    fig.subplots_adjust(bottom=0.02)
+    stamp_protocol(fig, tiny_run.config)
+    assert fig.subplotpars.bottom * height == pytest.approx(STAMP_MARGIN_INCHES)
+    assert [text.get_text() for text in fig.texts] == [paper.protocol_short(tiny_run.config)]
+    plt.close(fig)

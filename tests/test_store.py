@@ -5,6 +5,7 @@ import dataclasses
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -128,6 +129,8 @@ WRITERS = {  # every atomic write goes through store.atomic_write_bytes
     "bytes": lambda path: store.atomic_write_bytes(path, b"x" * 1000),
     "torch.save": lambda path: train.save_atomic({"w": torch.ones(3, 3)}, path),
     "safetensors": lambda path: train.save_atomic({"w": torch.ones(3, 3)}, path, as_safetensors=True),
+    "Parquet table": lambda path: store.atomic_write_table(pd.DataFrame({"a": [1.0]}), path, parquet=True),
+    "CSV table": lambda path: store.atomic_write_table(pd.DataFrame({"a": [1.0]}), path, parquet=False),
 }
 
 

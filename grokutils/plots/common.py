@@ -44,6 +44,9 @@ def image_28(ax: plt.Axes, vector: np.ndarray, title: str = "", cmap: str = "RdB
     ax.set_title(title, fontsize=9)
 
 
+STAMP_MARGIN_INCHES = 0.7  # below the lowest axes: its tick labels and x label, then the protocol stamp
+
+
 def step_axis(ax: plt.Axes, linthresh: float = 1) -> None:
     """x axis in optimizer steps: log scale that still shows step 0 (symlog, linear below `linthresh`)."""
     ax.set_xscale("symlog", linthresh=linthresh)
@@ -62,5 +65,5 @@ def band(ax: plt.Axes, frame: pd.DataFrame, column: str, label: str, **style) ->
 def stamp_protocol(fig: plt.Figure, config) -> plt.Figure:
     """Write the run's protocol, and how it differs from the papers', in small print under a figure."""
     fig.text(0.01, 0.002, paper.protocol_short(config), fontsize=7, color="dimgray", ha="left", va="bottom")
-    fig.subplots_adjust(bottom=max(fig.subplotpars.bottom, 0.16))
+    fig.subplots_adjust(bottom=max(fig.subplotpars.bottom, STAMP_MARGIN_INCHES / fig.get_figheight()))
     return fig

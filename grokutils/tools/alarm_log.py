@@ -7,12 +7,13 @@ is written atomically as CSV or Parquet (`LOG_SUFFIXES`) and read back as writte
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from grokutils.store import atomic_write_table
 
 ALPHA_THRESHOLD = 2.0  # HTSR: alpha < 2 reads as an over-fitted, very heavy-tailed layer
 LOG_SUFFIXES = (".csv", ".parquet")
@@ -60,14 +61,8 @@ def tidy_log(frames: Iterable[pd.DataFrame], alpha_threshold: float = ALPHA_THRE
 
 
 def write_log(table: pd.DataFrame, path: Path) -> None:
-    """Write the log as CSV or Parquet (by suffix) into a temporary file, then rename it."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")
-    if path.suffix == ".parquet":
-        table.to_parquet(temporary, index=False)
-    else:
-        table.to_csv(temporary, index=False)
-    os.replace(temporary, path)
+    """Write the log as CSV or Parquet (by suffix), atomically (`store.atomic_write_table`)."""
+    atomic_write_table(table, Path(path))
 
 
 def read_log(path: Path | str) -> pd.DataFrame:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from safetensors import safe_open
 from tqdm import tqdm
 
 from grokutils.htsr import KEPT_COLUMNS, analyze_matrices, import_weightwatcher
+from grokutils.store import atomic_write_table
 from grokutils.tools.checkpoints import INDEX_NAME, CheckpointError, TensorEntry, list_tensors
 from grokutils.tools.mxfp4 import BLOCK_SIZE, BYTES_PER_BLOCK, decode_mxfp4
 
@@ -247,12 +247,10 @@ def _tidy_table(rows: list[dict]) -> pd.DataFrame:
 
 
 def save_table(table: pd.DataFrame, out_path: str | Path) -> Path:
-    """Write the table as Parquet atomically (a temporary file renamed into place)."""
+    """Write the table as Parquet atomically (`store.atomic_write_table`)."""
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = out_path.with_name(f".tmp-{out_path.name}")
-    table.to_parquet(partial, index=False)
-    os.replace(partial, out_path)
+    atomic_write_table(table, out_path, parquet=True)
     return out_path
 
 
