@@ -23,7 +23,6 @@ BETAS = (0.9, 0.999)  # torch.optim.AdamW defaults, as train_seed uses them
 EPS = 1e-8
 
 
-N_CLASSES = 10
 
 
 def parameter_layout() -> list[tuple[str, tuple[int, ...]]]:

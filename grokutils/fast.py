@@ -35,11 +35,10 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from grokutils import tasks, train
-from grokutils.batched import N_CLASSES, BatchedState, adam_scalars, chunk_rows, evenly_batched, make_step
+from grokutils.batched import BatchedState, adam_scalars, chunk_rows, evenly_batched, make_step
 from grokutils.config import MLPConfig
 from grokutils.models import DTYPES
 from grokutils.train import FINITE_CHECK_EVERY
@@ -76,8 +75,7 @@ class BatchedTrainer:
         if self.state.params.shape[0] != len(self.seeds):
             raise ValueError(f"the state holds {self.state.params.shape[0]} seeds, "
                              f"but seeds are {self.seeds}")
-        self.x = train_x.to(device, dtype)  # (n_train, 784), kept on the device
-        self.y_onehot = F.one_hot(train_y, N_CLASSES).to(device, dtype)  # (n_train, 10)
+        self.x, self.y_onehot = tasks.MLP.train_set(config, (train_x, train_y), device)  # (n, 784), (n, 10)
         self.use_graphs = device.type == "cuda" if use_graphs is None else use_graphs
         self.use_compile = default_compile(device, config.dtype) if use_compile is None else use_compile
         self.eager_step = make_step(config)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from grokutils import htsr
 from grokutils.data import load_mnist
-from grokutils.models import LAYERS, make_mlp, weight_matrices
+from grokutils.models import LAYERS, N_CLASSES, make_mlp, weight_matrices
 
 SPARSITY_BATCH = 200  # the authors' notebook measures sparsity on one batch of 200 images
 LCC_DROPOUT_REPEATS = 5  # draws averaged in the notebook variant of circuit complexity
@@ -125,7 +125,7 @@ def model_measures(state: dict[str, torch.Tensor], config, seed: int, step: int)
         for split, x, y in (("train", train_x, data.train_y), ("test", test_x, data.test_y)):
             outputs = model(x)
             row[f"{split}_accuracy"] = float((outputs.argmax(1) == y).double().mean())
-            row[f"{split}_loss"] = float(F.mse_loss(outputs, F.one_hot(y, 10).to(outputs.dtype)))
+            row[f"{split}_loss"] = float(F.mse_loss(outputs, F.one_hot(y, N_CLASSES).to(outputs.dtype)))
         row["l2_norm"] = float(torch.sqrt(sum((w**2).sum() for w in weight_matrices(model).values())))
         hidden = model.hidden1(train_x[:SPARSITY_BATCH])
         row["activation_sparsity"] = float((hidden < config.sparsity_tau).double().mean())

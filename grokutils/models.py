@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+N_CLASSES = 10  # MNIST digits: the MLP's outputs, its one-hot targets
+
 LAYERS = ("fc1", "fc2", "fc3")  # the analyzed weight matrices, input to output
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 

@@ -21,11 +21,9 @@ import torch.nn.functional as F
 
 from grokutils import measures, modadd
 from grokutils.config import MLPConfig, ModAddConfig
-from grokutils.models import DTYPES, make_mlp
+from grokutils.models import DTYPES, N_CLASSES, make_mlp
 from grokutils.train import epoch_rows, train_step
 from grokutils.transformer import make_transformer
-
-N_CLASSES = 10
 
 
 def batch_indices(config: MLPConfig, seed: int, step: int, n_train: int) -> torch.Tensor:
