@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import logging
 import os
 import sys
@@ -54,11 +55,13 @@ def notebooks_in_toc() -> list[Path]:
     return [REPO_ROOT / f"{file}.ipynb" for file in files if (REPO_ROOT / f"{file}.ipynb").is_file()]
 
 
-def declared_parameters(path: Path) -> set[str]:
-    """Names assigned in the notebook's `parameters` cell."""
+@functools.lru_cache(maxsize=None)
+def declared_parameters(path: Path) -> frozenset[str]:
+    """Names assigned in the notebook's `parameters` cell (read once per notebook and process:
+    the profile and every `-p` are checked against it before any notebook runs)."""
     import papermill
 
-    return set(papermill.inspect_notebook(str(path)))
+    return frozenset(papermill.inspect_notebook(str(path)))
 
 
 def check_plan(profile: dict[str, dict], notebooks: list[Path], source: str = "profile") -> None:
