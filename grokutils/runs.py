@@ -74,15 +74,19 @@ def _entry(experiment: str, profile: str | Path) -> dict:
     return dict(entry)
 
 
+def _config_fields(experiment: str, profile: str | Path) -> dict:
+    """The entry's config fields (without `device` and other run-only keys)."""
+    return {k: v for k, v in _entry(experiment, profile).items() if k not in RUN_ONLY_KEYS}
+
+
 def mlp_config(weight_decay: float = 0.0, profile: str | Path = "accelerated") -> MLPConfig:
     """The profile's MLP run at this weight decay (0.0: chapter 01; 0.01: the control of chapter 02)."""
-    fields = {k: v for k, v in _entry("mlp", profile).items() if k not in RUN_ONLY_KEYS}
-    return MLPConfig(**{**fields, "weight_decay": weight_decay})
+    return MLPConfig(**{**_config_fields("mlp", profile), "weight_decay": weight_decay})
 
 
 def modadd_config(profile: str | Path = "accelerated") -> ModAddConfig:
     """The profile's modular-addition run."""
-    return ModAddConfig(**{k: v for k, v in _entry("modadd", profile).items() if k not in RUN_ONLY_KEYS})
+    return ModAddConfig(**_config_fields("modadd", profile))
 
 
 def device_of(experiment: str, profile: str | Path) -> str:
