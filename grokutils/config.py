@@ -33,25 +33,45 @@ def is_number(value) -> bool:
 def require(name: str, value, ok: bool, accepted: str) -> None:
     """Raise `ValueError` naming the field, its value and what is accepted, unless `ok`."""
     if not ok:
-        raise ValueError(f"{name} must be {accepted}, got {value!r}")
+        raise ValueError(f"{name} must be {accepted}, got {value!r}{text_number_hint(value)}")
 
 
-def _check_fields(config, positive_int=(), non_negative_int=(), positive=(), non_negative=(), unit=()) -> None:
-    """Check groups of fields of `config` by kind (`unit`: a number strictly between 0 and 1)."""
-    kinds = [(positive_int, lambda v: is_int(v) and v >= 1, "a positive integer"),
-             (non_negative_int, lambda v: is_int(v) and v >= 0, "a non-negative integer"),
-             (positive, lambda v: is_number(v) and v > 0, "a positive finite number"),
-             (non_negative, lambda v: is_number(v) and v >= 0, "a non-negative finite number"),
-             (unit, lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)")]
-    for names, ok, accepted in kinds:
+def text_number_hint(value) -> str:
+    """For text that reads as a number ('1e-3': YAML 1.1 reads it as a string), how to write it."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        number = float(value)
+    except ValueError:
+        return ""
+    mantissa, e, exponent = value.strip().lower().partition("e")
+    written = f"{mantissa}.0e{exponent}" if e and "." not in mantissa else value.strip()
+    return f" (text, not a number: write {written} or {number!r})"
+
+
+# kind -> (accepted values, the check, the plain Python type stored)
+FIELD_KINDS = {
+    "positive_int": ("a positive integer", lambda v: is_int(v) and v >= 1, int),
+    "non_negative_int": ("a non-negative integer", lambda v: is_int(v) and v >= 0, int),
+    "positive": ("a positive finite number", lambda v: is_number(v) and v > 0, float),
+    "non_negative": ("a non-negative finite number", lambda v: is_number(v) and v >= 0, float),
+    "unit": ("a number in (0, 1)", lambda v: is_number(v) and 0 < v < 1, float),
+    "fraction": ("a number in [0, 1)", lambda v: is_number(v) and 0 <= v < 1, float),
+}
+
+
+def _check_fields(config, **groups: tuple[str, ...]) -> None:
+    """Check groups of fields by kind (`FIELD_KINDS`), then store each as a plain int or float.
+
+    Normalized once, here: 8 and 8.0, or np.int64(5) and 5, then hash to the same results
+    folder (`grokutils.store.config_hash`), and the canonical values keep their hash.
+    """
+    for kind, names in groups.items():
+        accepted, ok, plain = FIELD_KINDS[kind]
         for name in names:
-            require(name, getattr(config, name), ok(getattr(config, name)), accepted)
-
-
-def _as_floats(config, names: tuple[str, ...]) -> None:
-    """Store these fields as floats, so that 1 and 1.0 hash alike."""
-    for name in names:
-        object.__setattr__(config, name, float(getattr(config, name)))
+            value = getattr(config, name)
+            require(name, value, ok(value), accepted)
+            object.__setattr__(config, name, plain(value))
 
 
 def log_spaced_steps(total: int, n: int) -> list[int]:
@@ -88,7 +108,10 @@ class MLPConfig:
 
     def __post_init__(self) -> None:
         _check_fields(self, positive_int=("steps", "n_seeds", "batch_size", "n_per_class", "n_checkpoints"),
-                      positive=("lr", "init_scale"), non_negative=("weight_decay",))
+                      non_negative_int=("data_seed",), positive=("lr", "init_scale"),
+                      non_negative=("weight_decay", "sparsity_tau"), fraction=("lcc_drop_fraction", "lcc_dropout_p"))
+        require("replay_first_epoch", self.replay_first_epoch, isinstance(self.replay_first_epoch, bool),
+                "True or False")
         require("data_source", self.data_source, self.data_source in DATA_SOURCES, f"one of {DATA_SOURCES}")
         require("dtype", self.dtype, self.dtype in MLP_DTYPES, f"one of {sorted(MLP_DTYPES)}")
         n_train = 10 * self.n_per_class
@@ -132,7 +155,6 @@ class ModAddConfig:
         require("step_impl", self.step_impl, self.step_impl in STEP_IMPLEMENTATIONS, f"one of {STEP_IMPLEMENTATIONS}")
         n_train = int(round(self.train_fraction * self.p * self.p))
         require("batch_size", self.batch_size, self.batch_size <= n_train, f"at most the {n_train} training pairs")
-        _as_floats(self, ("lr", "beta1", "beta2", "eps", "weight_decay", "train_fraction"))
 
     def slug(self) -> str:
         """A readable prefix of the results folder name."""
