@@ -39,7 +39,8 @@ from typing import IO
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 log = logging.getLogger(__name__)
 FILES = ("config.json", "curves.parquet", "layers.parquet", "arrays.npz", "weights.safetensors")
@@ -101,25 +102,44 @@ def file_sha256(path: Path) -> str:
 
 
 def seal_problem(folder: Path) -> str | None:
-    """Why `folder` is not a finished run (None if it is): no seal, or a file whose size or
-    SHA-256 differs from it. A seal without `file_sha256` (written before hashes) is checked
-    on sizes alone."""
+    """Why `folder` is not a finished run (None if it is): no seal, a damaged seal (one that
+    does not list every file of a run), or a file whose size or SHA-256 differs from it. A
+    seal without `file_sha256` (written before hashes) is checked on sizes alone."""
     meta_path = Path(folder) / "meta.json"
     if not meta_path.is_file():
         return "no meta.json (not sealed)"
     try:
         meta = json.loads(meta_path.read_text())
-        sizes, hashes = meta["file_sizes"], meta.get("file_sha256", {})
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return "meta.json is unreadable or has no file_sizes"
-    for name, size in sizes.items():
+    except (OSError, ValueError):
+        return "meta.json is unreadable"
+    problem = _seal_shape_problem(meta)
+    if problem is not None:
+        return f"damaged seal: {problem}"
+    sizes, hashes = meta["file_sizes"], meta.get("file_sha256", {})
+    for name in FILES:
         path = Path(folder) / name
         if not path.is_file():
             return f"{name}: missing"
-        if path.stat().st_size != size:
-            return f"{name}: size {path.stat().st_size}, sealed {size}"
+        if path.stat().st_size != sizes[name]:
+            return f"{name}: size {path.stat().st_size}, sealed {sizes[name]}"
         if name in hashes and file_sha256(path) != hashes[name]:
             return f"{name}: SHA-256 differs from the seal"
+    return None
+
+
+def _seal_shape_problem(meta) -> str | None:
+    """What is wrong with a seal's own file lists (None if nothing): every file of a run must
+    have a size (an integer) and, where hashes are recorded, a SHA-256 (a string)."""
+    if not isinstance(meta, dict) or not isinstance(meta.get("file_sizes"), dict):
+        return "meta.json has no file_sizes mapping"
+    sizes, hashes = meta["file_sizes"], meta.get("file_sha256", {})
+    if not isinstance(hashes, dict):
+        return "file_sha256 is not a mapping"
+    unlisted = [name for name in FILES if not isinstance(sizes.get(name), int)]
+    if unlisted:
+        return f"file_sizes lacks {unlisted}"
+    if "file_sha256" in meta and not all(isinstance(hashes.get(name), str) for name in FILES):
+        return f"file_sha256 lacks some of {list(FILES)}"
     return None
 
 
@@ -155,12 +175,16 @@ def add_hashes(folder: Path) -> bool:
 
 def _write_files(folder: Path, config, curves: pd.DataFrame, layers: pd.DataFrame,
                  arrays: dict[str, np.ndarray], weights: dict[str, torch.Tensor]) -> None:
-    """Every file of a run but the seal."""
-    (folder / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1) + "\n")
-    curves.to_parquet(folder / "curves.parquet", index=False)
-    layers.to_parquet(folder / "layers.parquet", index=False)
-    np.savez_compressed(folder / "arrays.npz", **arrays)
-    save_file({key: value.contiguous() for key, value in weights.items()}, folder / "weights.safetensors")
+    """Every file of a run but the seal, each serialized in memory, then written by
+    `atomic_write_bytes`: a full disk names the file, and every file gets the same mode."""
+    atomic_write_bytes(folder / "config.json", (json.dumps(dataclasses.asdict(config), indent=1) + "\n").encode())
+    atomic_write_table(curves, folder / "curves.parquet")
+    atomic_write_table(layers, folder / "layers.parquet")
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write_bytes(folder / "arrays.npz", buffer.getvalue())
+    atomic_write_bytes(folder / "weights.safetensors",
+                       safetensors_bytes({key: value.contiguous() for key, value in weights.items()}))
 
 
 def write_run(final: Path, config, curves: pd.DataFrame, layers: pd.DataFrame,

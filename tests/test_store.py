@@ -182,3 +182,74 @@ def test_lock_is_released_when_its_holder_dies(tmp_path, hold_run_lock):
 
     threading.Thread(target=take, daemon=True).start()
     assert acquired.wait(timeout=20), "the lock of a killed process was not released"
+
+
+@pytest.mark.parametrize("file_sizes", [{}, [], {"config.json": 10}, "none"])
+def test_a_seal_that_does_not_list_the_run_files_is_damaged(file_sizes, tiny_run, tmp_path, monkeypatch, caplog):
+    """A meta.json whose file list is empty, of the wrong type or short is a damaged seal: recomputed."""
+    copy = _copy_run(tiny_run, tmp_path)
+    meta = json.loads((copy / "meta.json").read_text())
+    (copy / "meta.json").write_text(json.dumps({**meta, "file_sizes": file_sizes}))
+    assert not store.is_complete(copy)
+    assert store.load_if_finished(copy, MLPConfig) is None
+    with pytest.raises(FileNotFoundError, match="not a finished run"):
+        store.load_run(copy, MLPConfig)
+
+    def stop(*args, **kwargs):
+        raise RuntimeError("recomputing started")
+
+    monkeypatch.setattr(engine, "_train", stop)
+    with caplog.at_level("WARNING", logger="grokutils"), pytest.raises(RuntimeError, match="recomputing"):
+        engine.run(tiny_run.config, results_dir=tmp_path, device="cpu", progress=False)
+    assert "damaged" in caplog.text and copy.name in caplog.text
+
+
+def test_a_seal_of_the_wrong_shape_is_damaged(tiny_run, tmp_path):
+    copy = _copy_run(tiny_run, tmp_path)
+    meta = json.loads((copy / "meta.json").read_text())
+    for damaged in ([], {**meta, "file_sha256": []}, {**meta, "file_sha256": {"config.json": 5}}):
+        (copy / "meta.json").write_text(json.dumps(damaged))
+        assert not store.is_complete(copy), damaged
+
+
+def _tiny_tables(size: int = 400_000):
+    """What write_run takes, with a weights file of about `size` bytes."""
+    curves = pd.DataFrame({"seed": [0], "step": [0], "test_accuracy": [0.1]})
+    return (curves, curves.assign(layer="fc1"), {"seed0/step0/fc1/evals": np.ones(3, np.float32)},
+            {"seed0/final/fc1.weight": torch.ones(size // 4)}, {"status": {}})
+
+
+def test_every_file_of_a_run_has_the_same_mode(tmp_path):
+    final = tmp_path / "run"
+    store.write_run(final, MLPConfig(steps=5), *_tiny_tables(1000))
+    modes = {path.name: oct(path.stat().st_mode & 0o777) for path in final.iterdir()}
+    assert set(modes) == {*store.FILES, "meta.json"}
+    assert len(set(modes.values())) == 1, modes
+
+
+FULL_DISK = """
+import resource, signal, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from test_store import _tiny_tables
+from grokutils import store
+from grokutils.config import MLPConfig
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))
+store.write_run(Path(sys.argv[1]), MLPConfig(steps=5), *_tiny_tables())
+"""
+
+
+def test_full_disk_at_assembly_names_the_file_and_leaves_nothing(tmp_path):
+    """The weights file does not fit (a file-size limit stands in for a full disk)."""
+    import os
+    import subprocess
+    import sys
+
+    final = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-c", FULL_DISK, str(final), os.path.dirname(__file__)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    last_line = done.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("OSError") and "weights.safetensors" in last_line, done.stderr[-2000:]
+    assert list(tmp_path.iterdir()) == []
