@@ -5,45 +5,44 @@
     trap_onset_table(result)    claim 3: no traps before the collapse, some after
     measure_turn_table(result)  claim 4: do the other progress measures mark the collapse
     summarize(table, columns)   mean +- sd over seeds of a per-seed table
+    shared_claims(wd0, wd001)   the numbers several chapters state, computed once (glued from here)
 
-Every table has one row per seed; phases are found per seed by the rule of
-`grokutils.phases` (train accuracy 1.0 ends pre-grokking, the test peak ends grokking, a
-drop of more than 5 points below the peak starts anti-grokking).
+Every table has one row per seed; phases are found per seed by the one rule of
+`grokutils.phases` (smoothed curves; a collapse is a fall of at least 0.05 that stays down
+to the end with train accuracy held at 0.99; it starts where the smoothed test curve leaves
+its peak region for good).
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
+from grokutils import phases as phase_rule
 from grokutils.measures import with_average_alpha, with_fc1_entropy
-from grokutils.phases import Phases, find_phases
+from grokutils.phases import Phases
 from grokutils.store import RunResult
 
 ALPHA_LINE = 2.0  # HTSR: alpha < 2 marks a very heavy-tailed, over-correlated layer
-HIGH_TRAIN_ACCURACY = 0.99  # "train accuracy stays high" means at least this, at every later checkpoint
+HIGH_TRAIN_ACCURACY = phase_rule.HIGH_TRAIN  # "train accuracy stays high": the phase rule's level
 COMPETING_MEASURES = ("l2_norm", "activation_sparsity", "abs_weight_entropy_fc1", "lcc_paper", "lcc_notebook")
 
 
 def seed_phases(result: RunResult) -> dict[int, Phases]:
-    """The phase edges of each seed on its own."""
-    return {int(seed): find_phases(curves) for seed, curves in result.curves.groupby("seed")}
+    """The phase edges of each seed on its own (`grokutils.phases.seed_phases`)."""
+    return phase_rule.seed_phases(result.curves)
 
 
 def collapse_table(result: RunResult) -> pd.DataFrame:
-    """Claim 1 per seed: peak and final test accuracy, the drop, its step, and train accuracy after the peak."""
-    rows = []
-    for seed, phases in seed_phases(result).items():
-        curves = result.curves[result.curves.seed == seed].set_index("step").sort_index()
-        after_peak = curves.loc[phases.t_peak:] if phases.t_peak is not None else curves.iloc[:0]
-        min_train = float(after_peak.train_accuracy.min()) if len(after_peak) else np.nan
-        rows.append({"seed": seed, "t_fit": phases.t_fit, "t_peak": phases.t_peak,
-                     "peak_test_accuracy": phases.peak_test_accuracy,
-                     "final_test_accuracy": phases.final_test_accuracy,
-                     "fall": phases.peak_test_accuracy - phases.final_test_accuracy,
-                     "t_collapse": phases.t_collapse, "min_train_accuracy_after_peak": min_train,
-                     "collapsed_with_high_train": phases.t_collapse is not None
-                     and min_train >= HIGH_TRAIN_ACCURACY})
-    return _with_int_steps(pd.DataFrame(rows).set_index("seed"), ("t_fit", "t_peak", "t_collapse"))
+    """Claim 1 per seed: the phase rule's edges, smoothed peak, end and fall, and the lowest raw
+    train accuracy after the peak (for reference: the rule reads the smoothed train curve)."""
+    table = phase_rule.collapse_table(result.curves)
+    lowest = []
+    for seed, row in table.iterrows():
+        curves = result.curves[result.curves.seed == seed]
+        after = curves[curves.step >= row.t_peak] if pd.notna(row.t_peak) else curves.iloc[:0]
+        lowest.append(float(after.train_accuracy.min()) if len(after) else np.nan)
+    table.insert(table.columns.get_loc("train_held"), "min_train_accuracy_after_peak", lowest)
+    return table
 
 
 def _with_int_steps(table: pd.DataFrame, columns) -> pd.DataFrame:
@@ -73,13 +72,13 @@ def alpha_crossing_table(result: RunResult, layers=("fc1", "fc2", "average")) ->
     """Claim 2 per seed and layer: alpha at the three phase edges, when it settles below 2, lead time.
 
     `t_below_2` is the first checkpoint from which alpha stays below 2; `lead_steps` =
-    t_collapse - t_below_2 (positive: alpha crossed before test accuracy fell).
+    t_collapse - t_below_2, where t_collapse is where the smoothed test curve leaves its peak
+    region for good (positive: alpha crossed before test accuracy started to fall).
     """
     frame = with_average_alpha(result.layers)
     rows = []
     for seed, phases in seed_phases(result).items():
-        edges = {"pre-grokking": phases.t_fit, "grokking": phases.t_peak,
-                 "anti-grokking": phases.t_end if phases.t_collapse is not None else None}
+        edges = phases.edge_steps()
         for layer in layers:
             mine = frame[(frame.seed == seed) & (frame.layer == layer)]
             crossing = first_step_below(mine, "alpha", ALPHA_LINE)

@@ -21,7 +21,7 @@ import pandas as pd
 
 from grokutils import paper
 from grokutils.measures import with_average_alpha
-from grokutils.phases import find_phases
+from grokutils.phases import claim_steps, find_phases
 from grokutils.store import RunResult
 
 MIN_SPREAD = {"alpha": 0.25, "traps": 1.0}
@@ -40,20 +40,8 @@ SCALES = ("accelerated", "paper scale")  # the two columns of ours: see `mlp_sco
 
 
 def claim_edges(result: RunResult, scale: str) -> dict[str, int | None]:
-    """Phase -> the checkpoint a claim about that phase is read at; None if not reached.
-
-    At paper scale: the last checkpoint at or before the papers' 1e5, 1e6 and 1e7 steps. In
-    the accelerated protocol the papers' step edges have no meaning (another learning rate
-    runs another clock), so each phase is read at its own right edge by the phase rule of
-    `grokutils.phases`: t_fit, t_peak, and the last step if test accuracy collapsed.
-    """
-    if scale == "paper scale":
-        from grokutils.phases import paper_edge_steps
-
-        return paper_edge_steps(result.curves.step.unique())
-    if scale != "accelerated":
-        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
-    return {phase: find_phases(result.curves).right_edges().get(phase) for phase in paper.PHASES}
+    """Phase -> the checkpoint a claim about that phase is read at (`grokutils.phases.claim_steps`)."""
+    return claim_steps(result.curves, scale)
 
 
 def _layer_claims(result: RunResult, column: str, table: dict, source: str, edges: dict) -> list[dict]:
@@ -191,8 +179,7 @@ def modadd_scorecard(result: RunResult) -> pd.DataFrame:
     The paper gives no step edges for this experiment, so each phase is read at our own edge
     (grokutils.phases); a phase the run did not reach is 'not run yet'.
     """
-    phases = find_phases(result.curves)
-    edges = {phase: phases.right_edges().get(phase) for phase in paper.PHASES}
+    edges = claim_steps(result.curves, "accelerated")
     last_step = int(result.curves.step.max())
     curves_last = result.curves[result.curves.step == last_step]
     layers_last = result.layers[result.layers.step == last_step]

@@ -41,13 +41,13 @@ def test_collapse_found_per_seed_with_its_size_and_step():
     assert table.loc[0, "t_fit"] == 100 and table.loc[0, "t_peak"] == 1_000
     assert table.loc[0, "t_collapse"] == 10_000  # 0.7 < 0.8 - 0.05
     assert table.loc[0, "fall"] == pytest.approx(0.25)
-    assert bool(table.loc[0, "collapsed_with_high_train"])
+    assert bool(table.loc[0, "collapsed"])
 
 
 def test_a_collapse_with_falling_train_accuracy_is_not_counted_as_one():
     run = _run(test=[0.1, 0.2, 0.5, 0.8, 0.7, 0.55], alpha_fc1=[5] * 6, traps_fc1=[0] * 6, l2=[1] * 6,
                train=[0.1, 0.5, 1.0, 1.0, 0.95, 0.9])
-    assert not claims.collapse_table(run).collapsed_with_high_train.any()
+    assert not claims.collapse_table(run).collapsed.any()
 
 
 def test_alpha_crossing_and_its_lead_before_the_collapse():

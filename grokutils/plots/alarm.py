@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from grokutils.phases import find_phases
+from grokutils.phases import seed_phases
 from grokutils.plots.common import stamp_protocol, step_axis
 from grokutils.tools.alarm_log import ALPHA_THRESHOLD, alarm_reasons
 
@@ -42,12 +42,11 @@ def first_alarms(layers: pd.DataFrame, watched: Sequence[str] | None = None,
 
 
 def lead_times(layers: pd.DataFrame, curves: pd.DataFrame, watched: Sequence[str] = ("fc1", "fc2"),
-               alpha_threshold: float = ALPHA_THRESHOLD, max_traps: int = 0,
-               collapse_drop: float = 0.05) -> pd.DataFrame:
-    """Per seed of a stored run: first alarm, test-accuracy collapse (find_phases), lead, verdict."""
+               alpha_threshold: float = ALPHA_THRESHOLD, max_traps: int = 0) -> pd.DataFrame:
+    """Per seed of a stored run: first alarm, start of the collapse (`grokutils.phases`), lead, verdict."""
     table = first_alarms(layers, watched, alpha_threshold, max_traps)
-    collapse = {seed: find_phases(curves[curves.seed == seed], collapse_drop=collapse_drop).t_collapse
-                for seed in table.index}
+    by_seed = seed_phases(curves if "seed" in curves else curves.assign(seed=0))
+    collapse = {seed: by_seed[seed].t_collapse if seed in by_seed else None for seed in table.index}
     table["t_collapse"] = pd.array([collapse[seed] for seed in table.index], dtype="Int64")
     table["lead_steps"] = table["t_collapse"] - table["first_alarm"]
     table["verdict"] = [_verdict(alarm, fall) for alarm, fall in zip(table.first_alarm, table.t_collapse)]

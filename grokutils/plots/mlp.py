@@ -6,12 +6,11 @@ notebooks only call, show and explain.
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 
 from grokutils import paper
 from grokutils.measures import with_average_alpha, with_fc1_entropy
-from grokutils.phases import PAPER_EDGES, Phases, shade_phases
+from grokutils.phases import Phases, paper_edge_steps, shade_phases
 from grokutils.plots.common import band, stamp_protocol, step_axis
 from grokutils.store import RunResult
 
@@ -89,21 +88,11 @@ def progress_measures_figure(result: RunResult, phases: Phases) -> plt.Figure:
     return stamp_protocol(fig, result.config)
 
 
-def _nearest_step(steps: np.ndarray, target: int) -> int | None:
-    """The last checkpoint at or before `target`; None if the run ends before it."""
-    if target > steps.max():
-        return None
-    return int(steps[steps <= target].max())
-
-
-
-
 def phase_edge_table(result: RunResult, phases: Phases, column: str, layers: tuple[str, ...],
                      paper_values: dict) -> pd.DataFrame:
     """`column` per layer at our phase edges and at the papers' 1e5/1e6/1e7, beside the paper's."""
     frame = with_average_alpha(result.layers)
-    steps = np.sort(frame.step.unique())
-    ours, fixed = phases.right_edges(), {n: _nearest_step(steps, t) for n, t in PAPER_EDGES.items()}
+    ours, fixed = phases.edge_steps(), paper_edge_steps(frame.step.unique())
     rows = []
     for layer in layers:
         for phase in paper.PHASES:

@@ -18,9 +18,8 @@ from grokutils.store import RunResult
 
 
 def phase_steps(phases: Phases) -> dict[str, int | None]:
-    """The step whose values stand for each phase (its right edge); None where not reached."""
-    edges = phases.right_edges()
-    return {phase: edges.get(phase) for phase in paper.PHASES}
+    """The step whose values stand for each phase: `Phases.edge_steps` (the one source)."""
+    return phases.edge_steps()
 
 
 def _at(frame: pd.DataFrame, step: int | None) -> pd.DataFrame:
