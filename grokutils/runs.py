@@ -12,10 +12,12 @@ A profile is `profiles/NAME.yaml` (or the path of such a file) with two sections
     notebooks:    # notebook name -> its own parameters (not run settings)
       04_correlation_traps: {n_false_positive_draws: 100}
 
-An entry's keys are fields of `MLPConfig` or `ModAddConfig` (unknown keys are refused before any
-work), plus `device` (where to train it if it is not stored yet). Chapters 01, 02, 04, 05, 07 and
-the scorecard all read the same `mlp` entry (weight decay 0, and 0.01 for the control), so no
-chapter can retrain a run another one shows.
+An entry's keys are fields of `MLPConfig` or `ModAddConfig`, plus `device` (where to train it if it
+is not stored yet); reading the profile checks them, so an unknown key or a bad value stops
+before any work. The MLP entry sets no `weight_decay`: the chapters choose it (0.0, and 0.01
+for the control), and a profile that sets one is refused rather than silently overridden.
+Chapters 01, 02, 04, 05, 07 and the scorecard all read the same `mlp` entry, so no chapter can
+retrain a run another one shows.
 """
 from __future__ import annotations
 
@@ -50,21 +52,56 @@ def profile_path(profile: str | Path) -> Path:
 
 
 def read_profile(profile: str | Path) -> dict[str, dict]:
-    """A profile's sections {"runs": ..., "notebooks": ...}, checked: known sections, experiments and fields."""
+    """A profile's sections {"runs": ..., "notebooks": ...}, checked: known sections, and run
+    entries that make valid configs (so a bad value stops before any notebook starts)."""
     path = profile_path(profile)
-    content = yaml.safe_load(path.read_text()) or {}
+    content = _load_yaml(path) or {}
+    if not isinstance(content, dict):
+        raise ValueError(f"{path.name}: a profile is a mapping with sections {list(SECTIONS)}, "
+                         f"got a {type(content).__name__}")
     unknown = set(content) - set(SECTIONS)
     if unknown:
         raise ValueError(f"{path.name}: unknown sections {sorted(unknown)}; accepted: {list(SECTIONS)}")
     sections = {name: content.get(name) or {} for name in SECTIONS}
+    if not isinstance(sections["runs"], dict):
+        raise ValueError(f"{path.name}: runs must map experiments {sorted(EXPERIMENTS)} to their settings, "
+                         f"got {sections['runs']!r}")
     for experiment, entry in sections["runs"].items():
-        if experiment not in EXPERIMENTS:
-            raise ValueError(f"{path.name}: runs names {experiment!r}; accepted: {sorted(EXPERIMENTS)}")
-        fields = {field.name for field in dataclasses.fields(EXPERIMENTS[experiment])} | set(RUN_ONLY_KEYS)
-        if set(entry) - fields:
-            raise ValueError(f"{path.name}: runs.{experiment} sets {sorted(set(entry) - fields)}, not fields of "
-                             f"{EXPERIMENTS[experiment].__name__}; accepted: {sorted(fields)}")
+        _check_entry(path, experiment, entry)
     return sections
+
+
+def _load_yaml(path: Path):
+    """The YAML content of `path`; a syntax error names the file, line and column."""
+    with open(path) as handle:
+        try:
+            return yaml.safe_load(handle)
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: not valid YAML: {err}") from err
+
+
+def _check_entry(path: Path, experiment: str, entry) -> None:
+    """One `runs` entry: known experiment and fields, weight decay left to the chapters (MLP),
+    and values that make a valid config; each error names the file and the entry."""
+    if experiment not in EXPERIMENTS:
+        raise ValueError(f"{path.name}: runs names {experiment!r}; accepted: {sorted(EXPERIMENTS)}")
+    where = f"{path.name}: runs.{experiment}"
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where} must be a mapping of fields to values, got {entry!r}")
+    fields = {field.name for field in dataclasses.fields(EXPERIMENTS[experiment])} | set(RUN_ONLY_KEYS)
+    if set(entry) - fields:
+        raise ValueError(f"{where} sets {sorted(set(entry) - fields)}, not fields of "
+                         f"{EXPERIMENTS[experiment].__name__}; accepted: {sorted(fields)}")
+    if experiment == "mlp" and "weight_decay" in entry:
+        raise ValueError(f"{where} sets weight_decay={entry['weight_decay']!r}; the chapters choose the MLP's "
+                         "weight decay (0.0 and 0.01), so a profile cannot: remove it (one run at another weight "
+                         "decay: python -m grokutils.tools.train mlp --set weight_decay=VALUE)")
+    if not isinstance(entry.get("device", "auto"), str):
+        raise ValueError(f"{where}: device must be a string ('auto', 'cpu' or 'cuda[:N]'), got {entry['device']!r}")
+    try:
+        EXPERIMENTS[experiment](**{k: v for k, v in entry.items() if k not in RUN_ONLY_KEYS})
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from err
 
 
 def _entry(experiment: str, profile: str | Path) -> dict:
@@ -80,7 +117,10 @@ def _config_fields(experiment: str, profile: str | Path) -> dict:
 
 
 def mlp_config(weight_decay: float = 0.0, profile: str | Path = "accelerated") -> MLPConfig:
-    """The profile's MLP run at this weight decay (0.0: chapter 01; 0.01: the control of chapter 02)."""
+    """The profile's MLP run at this weight decay (0.0: chapter 01; 0.01: the control of chapter 02).
+
+    The chapter chooses the weight decay; a profile whose `runs.mlp` sets one is refused.
+    """
     return MLPConfig(**{**_config_fields("mlp", profile), "weight_decay": weight_decay})
 
 
