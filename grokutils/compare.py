@@ -1,0 +1,59 @@
+"""Two stored MLP runs side by side, checkpoint by checkpoint (chapter 08).
+
+    paired_curve(run_32, run_64, "test_accuracy")   # float32 against float64, seed by seed
+    on_steps(run_1e6, run_2e5.curves.step.unique(), "test_accuracy")   # the long run where the short one looked
+    paper_clock(steps, lr)                          # our steps on the papers' lr x steps clock
+
+The runs compared here differ in one setting only (precision, or length), so seed s of one
+starts from the same weights and sees the same batches as seed s of the other: the per-seed
+difference is the effect of that setting on that trajectory, and its spread over seeds says
+how much of it is noise.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from grokutils.store import RunResult
+
+PAPER_LR = 5e-4  # both papers' AdamW learning rate (paper (a) Table 3)
+
+
+def seed_table(run: RunResult, column: str, layer: str | None = None) -> pd.DataFrame:
+    """One column of a run as steps x seeds (a layer's column when `layer` is given)."""
+    frame = run.curves if layer is None else run.layers[run.layers.layer == layer]
+    if column not in frame.columns:
+        raise ValueError(f"column must be one of {sorted(frame.columns)}, got {column!r}")
+    return frame.pivot(index="step", columns="seed", values=column).sort_index()
+
+
+def paired_curve(run_a: RunResult, run_b: RunResult, column: str, layer: str | None = None) -> pd.DataFrame:
+    """At the steps both runs measured: mean and sd over seeds of each, and of the per-seed difference a - b."""
+    a, b = seed_table(run_a, column, layer), seed_table(run_b, column, layer)
+    steps, seeds = a.index.intersection(b.index), a.columns.intersection(b.columns)
+    if steps.empty or seeds.empty:
+        raise ValueError(f"{run_a.path.name} and {run_b.path.name} share no measured step and seed")
+    a, b = a.loc[steps, seeds], b.loc[steps, seeds]
+    difference = a - b
+    return pd.DataFrame({"mean a": a.mean(axis=1), "sd a": a.std(axis=1), "mean b": b.mean(axis=1),
+                         "sd b": b.std(axis=1), "difference": difference.mean(axis=1),
+                         "sd of difference": difference.std(axis=1), "seeds": len(seeds)})
+
+
+def on_steps(run: RunResult, steps, column: str) -> pd.DataFrame:
+    """Each seed's `column`, linearly interpolated in log(1 + step) at `steps` (within the run's range)."""
+    table = seed_table(run, column)
+    steps = np.asarray(sorted(steps), dtype=float)
+    if steps.min() < table.index.min() or steps.max() > table.index.max():
+        raise ValueError(f"steps must lie within {run.path.name}'s {table.index.min()}..{table.index.max()}, "
+                         f"got {steps.min():g}..{steps.max():g}")
+    grid, where = np.log1p(table.index.to_numpy(float)), np.log1p(steps)
+    return pd.DataFrame({seed: np.interp(where, grid, table[seed].to_numpy(float)) for seed in table.columns},
+                        index=pd.Index(steps.astype(np.int64), name="step"))
+
+
+def paper_clock(steps, lr: float) -> np.ndarray:
+    """Steps at the papers' learning rate with the same lr x steps as `steps` at `lr`."""
+    if not lr > 0:
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    return np.asarray(steps, dtype=float) * lr / PAPER_LR
