@@ -55,3 +55,12 @@ def test_protocol_stamp_keeps_the_same_margin_in_inches_on_short_and_tall_figure
     assert fig.subplotpars.bottom * height == pytest.approx(STAMP_MARGIN_INCHES)
     assert [text.get_text() for text in fig.texts] == [paper.protocol_short(tiny_run.config)]
     plt.close(fig)
+
+
+def test_fit_diagnostics_figure_draws(tiny_run):
+    from grokutils import fits
+    from grokutils.plots.fits import fit_diagnostics_figure
+
+    fig = fit_diagnostics_figure(fits.fixed_tail_alpha(tiny_run), find_phases(tiny_run.curves), tiny_run.config)
+    assert len(fig.axes) >= 4 and all(ax.lines for ax in fig.axes[:4])
+    plt.close(fig)
