@@ -115,7 +115,7 @@ def test_migration_refuses_a_folder_that_is_not_complete(tiny_run, tmp_path):
 
 def test_committed_results_are_sealed_with_hashes():
     from grokutils.paths import RESULTS_DIR
-    from grokutils.sweep import SWEEP_FOLDER  # one-file points, each written atomically: no seal
+    from grokutils.sweep import SWEEP_FOLDER  # one-file points, sealed by their own .sha256 files
 
     folders = [path for path in RESULTS_DIR.iterdir()
                if path.is_dir() and not path.name.endswith(".partial") and path.name != SWEEP_FOLDER]

@@ -42,3 +42,38 @@ def test_precision_table_needs_both_precisions():
              "weight_decay": 0.0, "diverged": False, "steps": 10} for s in (0, 10)]
     with pytest.raises(ValueError, match="needs one float32 and one float64 point"):
         sweep.precision_table(pd.DataFrame(rows), 5e-3)
+
+
+def _flip_bit(path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_a_damaged_point_is_recomputed_with_a_warning(damage, tmp_path, caplog):
+    """A flipped bit (sealed: its SHA-256 differs) or a truncated file is trained again, never served."""
+    curve = sweep.accuracy_curve(TINY, tmp_path)
+    path = sweep.point_path(TINY, tmp_path)
+    if damage == "flip":
+        _flip_bit(path, len(path.read_bytes()) // 2)
+    else:
+        path.write_bytes(path.read_bytes()[:200])
+    with caplog.at_level("WARNING", logger="grokutils"):
+        again = sweep.accuracy_curve(TINY, tmp_path)
+    assert path.name in caplog.text and "recomputing" in caplog.text
+    pd.testing.assert_frame_equal(again.drop(columns="seconds"), curve.drop(columns="seconds"))
+    pd.testing.assert_frame_equal(sweep.accuracy_curve(TINY, tmp_path), again)  # sealed again: loaded
+
+
+def test_a_point_stored_before_seals_still_loads_and_can_be_sealed(tmp_path, monkeypatch):
+    curve = sweep.accuracy_curve(TINY, tmp_path)
+    path = sweep.point_path(TINY, tmp_path)
+    sweep.seal_path(path).unlink()  # as written before seals existed
+    monkeypatch.setattr(sweep, "BatchedTrainer", lambda *args, **kwargs: pytest.fail("a stored point was retrained"))
+    pd.testing.assert_frame_equal(sweep.accuracy_curve(TINY, tmp_path), curve)
+    assert sweep.main(["--seal", str(path)]) == 0
+    assert sweep.seal_path(path).read_text() == f"{sweep.file_sha256(path)}  {path.name}\n"
+    _flip_bit(path, len(path.read_bytes()) // 2)
+    with pytest.raises(ValueError, match="SHA-256 differs"):
+        sweep.seal_point(path)
