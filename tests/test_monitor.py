@@ -47,6 +47,14 @@ def fake_analyzer(matrices, seed, **_):
                         index=pd.Index(list(matrices), name="layer"))
 
 
+def strict_analyzer(matrices, seed, **_):
+    """fake_analyzer that refuses non-finite matrices, as analyze_matrices does."""
+    for name, matrix in matrices.items():
+        if not np.isfinite(matrix).all():
+            raise ValueError(f"matrix {name!r} holds NaN or Inf values")
+    return fake_analyzer(matrices, seed)
+
+
 def failing_analyzer(matrices, seed, **_):
     """An analysis that raises."""
     raise np.linalg.LinAlgError("SVD did not converge")
@@ -155,3 +163,19 @@ def test_lead_times_per_seed():
     assert table.verdict.tolist() == ["alarm before collapse", "no alarm, no collapse within the run",
                                       "alarm before collapse"]
     assert first_alarms(layers, watched=["fc2"]).first_alarm.isna().all()
+
+
+def test_non_finite_weights_are_the_loudest_alarm(caplog):
+    """A NaN in one layer: that layer alarms at once (warning, should_stop, AlarmStop), the
+    healthy layer keeps its analyzed row, and no analysis error is logged."""
+    model = toy_model()
+    with torch.no_grad():
+        model[0].weight[0, 0] = float("nan")
+    monitor = Monitor(model, steps=[0], worker="thread", analyzer=strict_analyzer, raise_on_alarm=True)
+    with caplog.at_level(logging.ERROR, logger="grokutils"), pytest.warns(AlarmWarning, match=r"layer '0': non-finite"):
+        with pytest.raises(AlarmStop, match=r"step 0, layer '0': non-finite weights"):
+            monitor.step(0)
+        table = monitor.close()
+    assert monitor.should_stop and not caplog.text
+    assert table.set_index("layer").alarm.to_dict() == {"0": True, "2": False}
+    assert table.set_index("layer").alpha["2"] == 4.0

@@ -2,7 +2,9 @@
 
 One row per analyzed (step, layer), `LOG_COLUMNS` first and the analyzer's other columns
 after them. A row alarms when its alpha is below `ALPHA_THRESHOLD` (2) or it has more than
-`max_traps` (0) correlation traps; a failed fit (alpha NaN) raises no alpha alarm. The log
+`max_traps` (0) correlation traps; a failed fit (alpha NaN) raises no alpha alarm. A layer
+whose weights hold NaN or Inf is not analyzed: its row (column `nonfinite` True, present in
+a log once any layer had such weights) always alarms. The log
 is written atomically as CSV or Parquet (`LOG_SUFFIXES`) and read back as written.
 """
 from __future__ import annotations
@@ -19,18 +21,22 @@ ALPHA_THRESHOLD = 2.0  # HTSR: alpha < 2 reads as an over-fitted, very heavy-tai
 LOG_SUFFIXES = (".csv", ".parquet")
 # The first columns of the log, in this order; the analyzer's other columns follow.
 LOG_COLUMNS = ["step", "layer", "rows", "cols", "alpha", "traps", "alarm", "reason", "error"]
+NONFINITE_REASON = "non-finite weights (NaN or Inf)"
 
 
 def alarm_reasons(frame: pd.DataFrame, alpha_threshold: float = ALPHA_THRESHOLD,
                   max_traps: int = 0) -> pd.Series:
-    """Per row, why it alarms ('alpha 1.83 < 2', '3 traps', both joined by '; ') or ''."""
+    """Per row, why it alarms ('alpha 1.83 < 2', '3 traps', both joined by '; '; or
+    NONFINITE_REASON) or ''."""
     alpha = pd.to_numeric(frame["alpha"], errors="coerce")
     traps = pd.to_numeric(frame["traps"], errors="coerce")
     low_alpha = (alpha < alpha_threshold).fillna(False)
     trapped = (traps > max_traps).fillna(False)
+    nonfinite = frame["nonfinite"].fillna(False).astype(bool) if "nonfinite" in frame else [False] * len(frame)
     reasons = []
-    for a, t, is_low, is_trapped in zip(alpha, traps, low_alpha, trapped):
-        parts = ([f"alpha {a:.2f} < {alpha_threshold:g}"] if is_low else []) + \
+    for a, t, is_low, is_trapped, is_nonfinite in zip(alpha, traps, low_alpha, trapped, nonfinite):
+        parts = ([NONFINITE_REASON] if is_nonfinite else []) + \
+                ([f"alpha {a:.2f} < {alpha_threshold:g}"] if is_low else []) + \
                 ([f"{int(t)} trap{'s' if t != 1 else ''}"] if is_trapped else [])
         reasons.append("; ".join(parts))
     return pd.Series(reasons, index=frame.index, dtype=object)
@@ -45,6 +51,11 @@ def error_rows(step: int, matrices: dict[str, np.ndarray], error: str) -> pd.Dat
                          "error": error})
 
 
+def nonfinite_rows(step: int, matrices: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Log rows of layers whose weights hold NaN or Inf: not analyzed, always an alarm."""
+    return error_rows(step, matrices, "").assign(nonfinite=True)
+
+
 def tidy_log(frames: Iterable[pd.DataFrame], alpha_threshold: float = ALPHA_THRESHOLD,
              max_traps: int = 0) -> pd.DataFrame:
     """One row per (step, layer), LOG_COLUMNS first, with the alarm flag and its reason."""
@@ -54,6 +65,8 @@ def tidy_log(frames: Iterable[pd.DataFrame], alpha_threshold: float = ALPHA_THRE
     table = pd.concat(frames, ignore_index=True)
     table["traps"] = pd.to_numeric(table["traps"], errors="coerce").astype("Int64")
     table["error"] = table["error"].fillna("") if "error" in table else ""
+    if "nonfinite" in table:
+        table["nonfinite"] = table["nonfinite"].fillna(False).astype(bool)
     table["reason"] = alarm_reasons(table, alpha_threshold, max_traps)
     table["alarm"] = table["reason"] != ""
     others = [column for column in table.columns if column not in LOG_COLUMNS]

@@ -32,7 +32,9 @@ How it works and what it promises:
   shape (out, in) and pools their eigenvalues), so conv alphas differ from `ww.analyze`;
   Linear layers match it exactly. Pass `layers=[...]` to choose layers by module name.
 * An alarm is a layer with alpha < `alpha_threshold` (2) or more than `max_traps` (0)
-  traps. A failed power-law fit (alpha NaN) raises no alpha alarm. The monitor then issues
+  traps, or with NaN or Inf weights (checked on the training thread at each scheduled step;
+  such a layer is not analyzed, the others are). A failed power-law fit (alpha NaN) raises
+  no alpha alarm. The monitor then issues
   an `AlarmWarning` (once per layer and kind of alarm, on the training thread, at the first
   `step` call after the analysis finished), sets `monitor.should_stop`, and, with
   `raise_on_alarm=True`, raises `AlarmStop` from that `step` call.
@@ -68,7 +70,15 @@ from torch import nn
 from grokutils.config import log_spaced_steps
 from grokutils.htsr import analyze_matrices, import_weightwatcher, worker_init
 from grokutils.measures import shuffle_seed
-from grokutils.tools.alarm_log import ALPHA_THRESHOLD, LOG_SUFFIXES, error_rows, tidy_log, write_log
+from grokutils.tools.alarm_log import (
+    ALPHA_THRESHOLD,
+    LOG_SUFFIXES,
+    NONFINITE_REASON,
+    error_rows,
+    nonfinite_rows,
+    tidy_log,
+    write_log,
+)
 from grokutils.tools.alarm_log import read_log as read_log  # re-exported: the reader of the monitor's log
 
 log = logging.getLogger(__name__)
@@ -197,7 +207,7 @@ class Monitor:
         self._next = 0  # index of the next scheduled step
         self._pending: deque[_Pending] = deque()
         self._frames: list[pd.DataFrame] = []
-        self._warned: set[tuple[str, str]] = set()  # (layer, 'alpha' | 'trap') already warned
+        self._warned: set[tuple[str, str]] = set()  # (layer, 'alpha' | 'trap' | 'nonfinite') already warned
         self._stop: AlarmStop | None = None  # prepared by an alarm, raised by the next step()
         self._raised = False  # raise_on_alarm raises once; later alarms only warn
         self._executor: Executor | None = None
@@ -213,10 +223,16 @@ class Monitor:
         due = False
         while self._next < len(self.schedule) and self.schedule[self._next] <= step:
             self._next, due = self._next + 1, True
-        if due and not self._disabled:
-            while len(self._pending) >= self.max_pending:  # bounded memory: wait for the oldest
-                self._collect_one(self._pending.popleft())
-            self._submit(step, snapshot(self.modules))
+        if due:
+            matrices = snapshot(self.modules)
+            nonfinite = {name: m for name, m in matrices.items() if not np.isfinite(m).all()}
+            if nonfinite:  # the loudest alarm: raised now, on the training thread
+                self._record(nonfinite_rows(step, nonfinite))
+            healthy = {name: m for name, m in matrices.items() if name not in nonfinite}
+            if healthy and not self._disabled:
+                while len(self._pending) >= self.max_pending:  # bounded memory: wait for the oldest
+                    self._collect_one(self._pending.popleft())
+                self._submit(step, healthy)
         self._raise_if_asked()
 
     def close(self) -> pd.DataFrame:
@@ -324,7 +340,8 @@ class Monitor:
             return
         self.should_stop = True
         for row in alarms.itertuples():
-            kinds = {kind for kind in ("alpha", "trap") if kind in row.reason}
+            kinds = {kind for kind, mark in (("alpha", "alpha"), ("trap", "trap"), ("nonfinite", NONFINITE_REASON))
+                     if mark in row.reason}
             if kinds - {kind for layer, kind in self._warned if layer == row.layer}:
                 self._warned |= {(row.layer, kind) for kind in kinds}
                 warnings.warn(AlarmWarning(f"step {row.step}: layer {row.layer!r}: {row.reason}"),
