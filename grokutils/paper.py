@@ -1,7 +1,14 @@
-"""The papers' reported numbers (PAPERS.md), for the tables that put ours beside them.
+"""The papers' reported numbers, each with the table or section it comes from, for the tables
+that put ours beside them.
+
+The papers: (a) Prakash and Martin, "Grokking and Generalization Collapse: Insights from HTSR
+theory", arXiv 2506.04434 (ICML 2025 workshop); (b) the same authors, "Late-Stage
+Generalization Collapse in Grokking: Detecting anti-grokking with WeightWatcher", arXiv
+2602.02859 (Feb 2026), the extended version. Both are listed in `book/references.bib`.
 
 Values are (mean, sd) pairs; sd is None where the paper gives a single number. Phase keys
-are the right edges the papers use: pre-grokking 1e5, grokking 1e6, anti-grokking 1e7 steps.
+are the right edges the papers use: pre-grokking 1e5, grokking 1e6, anti-grokking 1e7 steps
+(paper (a), captions of Tables 1, 2 and 4).
 """
 from __future__ import annotations
 
@@ -9,14 +16,15 @@ import pandas as pd
 
 PHASES = ("pre-grokking", "grokking", "anti-grokking")
 
-# Table 1 (papers a and b), WD = 0: HTSR alpha per layer.
+# Paper (a) Table 1 (Section 4.1; repeated in paper (b)), WD = 0: HTSR alpha per layer, mean ± sd over seeds.
 TABLE1_ALPHA = {
     "fc1": {"pre-grokking": (5.0, 0.7), "grokking": (3.6, 0.5), "anti-grokking": (0.9, 0.4)},
     "fc2": {"pre-grokking": (2.9, 0.7), "grokking": (2.3, 0.2), "anti-grokking": (1.3, 0.3)},
     "average": {"pre-grokking": (4.0, 0.6), "grokking": (2.9, 0.2), "anti-grokking": (1.1, 0.3)},
 }
 
-# Table 2: correlation traps; paper (a) reports 1 at grokking for WD = 0 where (b) reports 0.
+# Table 2 (paper (a) Section 4.2; paper (b)): average correlation traps of FC1 and FC2, WD = 0 and WD > 0;
+# paper (a) reports 1 at grokking for WD = 0 where (b) reports 0 (we keep (b)).
 TABLE2_TRAPS = {
     0.0: {
         "fc1": {"pre-grokking": (0, None), "grokking": (0, None), "anti-grokking": (7.5, 5.6)},
@@ -28,15 +36,22 @@ TABLE2_TRAPS = {
     },
 }
 
-# Table 4: FC1 W_rand against its MP fit, WD = 0.
+# Paper (a) Table 4 (Appendix D): FC1 W_rand against its MP fit, WD = 0. Its trap column repeats
+# Table 2's FC1 row (9 traps against 7.5 ± 5.6 there), so the scorecard scores traps once, in Table 2.
 TABLE4_KS = {
     "pre-grokking": {"sigma_mp": 1.002, "ks": 0.0120, "p_value": 1.0, "traps": 0},
     "grokking": {"sigma_mp": 0.999, "ks": 0.0212, "p_value": 1.0, "traps": 0},
     "anti-grokking": {"sigma_mp": 0.949, "ks": 0.3044, "p_value": 1.877e-5, "traps": 9},
 }
 
-# Phase narrative (both papers): test accuracy peaks near 1e6 steps, falls towards 0.5 by 1e7.
+# Phase narrative, paper (a) Figure 1 caption: train accuracy saturates between 1e4 and 1e5 steps,
+# test accuracy peaks at 1e6 steps and then collapses (to 0.5) by 1e7.
 COLLAPSE_TEST_ACCURACY = 0.5
+FIT_STEPS = (10**4, 10**5)  # train accuracy saturates here (Figure 1 caption)
+PEAK_STEPS = (10**5, 10**6.5)  # test accuracy peaks near 1e6 (Figure 1 caption; read generously)
+# Paper (a) Appendix C: with WD = 0.01 test accuracy dips slightly after its peak, then plateaus near it:
+# no collapse.
+CONTROL_COLLAPSES = False
 
 
 def format_value(mean: float, sd: float | None) -> str:
@@ -60,12 +75,12 @@ def mean_sd(values, spec: str = ".2f", sd_spec: str | None = None) -> str:
     return f"{mean:{spec}} ± {sd:{sd_spec or spec}}"
 
 
-# --- Modular addition, paper (b) Appendix H (PAPERS.md) -----------------------------------
+# --- Modular addition, paper (b) Appendix H (Tables 5 to 11) ---------------------------------
 # Phase keys as above; the paper's step edges for this experiment are not stated.
 
 MODADD_LAYERS = ("embed", "W_Q", "W_K", "W_V", "out_proj", "fc1", "fc2", "unembed")
 
-# Table 5: accuracy by phase.
+# Paper (b) Table 5 (Appendix H): accuracy by phase.
 MODADD_TABLE5_ACCURACY = {
     "train": {"pre-grokking": (1.0, None), "grokking": (1.0, None), "anti-grokking": (1.0, None)},
     "test": {"pre-grokking": (0.40, 0.28), "grokking": (0.97, 0.02), "anti-grokking": (0.68, 0.11)},
@@ -80,7 +95,7 @@ def _by_layer(pre: tuple, grok: tuple, anti: tuple, mean: tuple[tuple, tuple, tu
     return table
 
 
-# Table 6: HTSR alpha per layer; the mean row is mean ± sd across the eight layers.
+# Paper (b) Table 6 (Appendix H): HTSR alpha per layer; the mean row is mean ± sd across the eight layers.
 MODADD_TABLE6_ALPHA = _by_layer(
     pre=(2.81, 4.04, 3.99, 4.66, 3.85, 4.99, 5.22, 3.27),
     grok=(1.92, 2.86, 2.00, 1.56, 1.57, 1.71, 2.17, 2.37),
@@ -88,22 +103,22 @@ MODADD_TABLE6_ALPHA = _by_layer(
     mean=((4.10, 0.83), (2.02, 0.44), (3.89, 0.68)),
 )
 
-# Table 7: correlation traps per layer: none before anti-grokking.
+# Paper (b) Table 7 (Appendix H): correlation traps per layer: none before anti-grokking.
 MODADD_TABLE7_TRAPS = _by_layer(
     pre=(0,) * 8, grok=(0,) * 8, anti=(7, 3, 5, 3, 4, 5, 7, 5),
     mean=((0, None), (0, None), (4.88, 1.55)),
 )
 
-# Table 9: largest eigenvalue of the per-head key Gram matrix (ranges over heads, as quoted).
+# Paper (b) Table 9 (Appendix H): largest eigenvalue of the per-head key Gram matrix (ranges over heads, as quoted).
 MODADD_TABLE9_KEY_GRAM_LAMBDA_MAX = {"pre-grokking": "about 1-2", "grokking": "about 1-2",
                                      "anti-grokking": "about 94-124"}
 
-# Table 10: token-DFT energy of embed and unembed: the dominant frequencies and peak fractions.
+# Paper (b) Table 10 (Appendix H): token-DFT energy of embed and unembed: the dominant frequencies and peak fractions.
 MODADD_TABLE10_FREQUENCIES = (49, 64, 97, 16, 6, 107)
 MODADD_TABLE10_PEAK_ENERGY = {"pre-grokking": 0.067, "grokking": 0.218, "anti-grokking": 0.021}
 
 
-# --- The papers' MLP settings (Table 3 of paper (a)), for naming where a run differs --------------
+# --- The papers' MLP settings (paper (a) Table 3, Appendix A), for naming where a run differs ----
 
 PAPER_MLP = {"steps": 10_000_000, "lr": 5e-4, "dtype": "float64", "init_scale": 8.0, "batch_size": 200,
              "n_per_class": 100, "data_source": "official"}

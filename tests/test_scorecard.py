@@ -9,16 +9,40 @@ import pytest
 from grokutils import scorecard
 
 
-@pytest.mark.parametrize("ours, expected", [
-    (5.0, "reproduced"), (6.3, "reproduced"), (7.0, "partly"), (8.0, "not reproduced"), (np.nan, "not run yet"),
+def test_tolerance_combines_both_spreads_with_a_floor_and_a_cap():
+    assert scorecard.tolerance(5.0, 0.3, 0.4, floor=0.25) == pytest.approx(1.0)  # 2 * sqrt(0.09 + 0.16)
+    assert scorecard.tolerance(5.0, None, 0.0, floor=0.25) == pytest.approx(0.5)  # the floor
+    assert scorecard.tolerance(7.5, 5.6, 0.0, floor=1.0) == pytest.approx(3.75)  # capped: 0 traps cannot pass
+    assert scorecard.tolerance(0.0, None, 0.0, floor=1.0) == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("ours, holds, expected", [
+    (5.5, None, "reproduced"), (7.0, True, "partly"), (7.0, None, "not reproduced"), (7.0, False, "not reproduced"),
+    (np.nan, True, "not run yet"),
 ])
-def test_verdict_thresholds(ours, expected):
-    assert scorecard.verdict(ours, paper_mean=5.0, spread=0.7) == expected
+def test_value_verdicts(ours, holds, expected):
+    assert scorecard.value_verdict(ours, paper_mean=5.0, tol=1.0, direction_holds=holds) == expected
+
+
+@pytest.mark.parametrize("per_seed, paper_mean, expected", [
+    ([0, 0, 1], 0, "reproduced"), ([0, 1, 1], 0, "not reproduced"), ([1, 1, 1], 0, "not reproduced"),
+    ([8, 9, 6], 7.5, "reproduced"), ([20, 25, 30], 7.5, "partly"), ([0, 0, 30], 7.5, "not reproduced"),
+    ([], 0, "not run yet"),
+])
+def test_count_verdicts_need_zero_or_traps_in_most_seeds(per_seed, paper_mean, expected):
+    assert scorecard.count_verdict(np.array(per_seed), paper_mean, tol=3.75) == expected
+
+
+def test_direction_is_the_sign_of_the_change_from_the_previous_phase():
+    assert scorecard._sign_holds(2.0, 3.0, 0.9, 3.6) is True
+    assert scorecard._sign_holds(4.0, 3.0, 0.9, 3.6) is False
+    assert scorecard._sign_holds(4.0, 3.0, 1.0, 1.0) is None
 
 
 def test_tiny_run_claims_beyond_its_length_are_not_run_yet_at_paper_scale(tiny_run):
     card = scorecard.mlp_scorecard(None, (tiny_run, None))
-    assert len(card) == 3 + 9 + 6 + 9
+    assert len(card) == 3 + 9 + 6 + 6  # Fig 1 narrative, Table 1, Table 2 (WD = 0), Table 4 without its trap column
+    assert card.groupby(["source", "claim"]).size().max() == 1  # no claim counted twice
     assert set(card["verdict, paper scale"]) == {"not run yet"}  # 30 steps reach none of 1e5, 1e6, 1e7
     assert set(card["verdict, accelerated"]) == {"not run yet"}  # no accelerated run given
     counts = scorecard.verdict_counts(card, "verdict, paper scale")
@@ -31,7 +55,8 @@ def test_accelerated_claims_are_read_at_our_phase_edges(tiny_run):
     row = card.loc["alpha fc1, pre-grokking"]
     assert row["ours, accelerated"].endswith("(step 30)") and row["verdict, accelerated"] != "not run yet"
     assert card.loc["alpha fc1, grokking", "verdict, accelerated"] == "not run yet"
-    assert card.loc["test accuracy collapses", "verdict, accelerated"] == "not reproduced"
+    assert card.loc["WD = 0: test accuracy collapses, train accuracy held", "verdict, accelerated"] == "not reproduced"
+    assert "tolerance, accelerated" in card and "flagged, accelerated" in card
 
 
 def test_claims_are_scored_once_the_step_is_reached(tiny_run, monkeypatch):
@@ -64,7 +89,7 @@ def test_modadd_claims_from_the_stored_smoke_run():
 
     folder = next(RESULTS_DIR.glob("modadd-*"))
     card = scorecard.modadd_scorecard(load_run(folder, ModAddConfig)).set_index("claim")
-    assert len(card) == 9 and set(card.source) == {"Table 5", "Table 6", "Table 7"}
+    assert len(card) == 9 and set(card.source) == {"Table 5 (b)", "Table 6 (b)", "Table 7 (b)"}
     assert card.loc["test accuracy, anti-grokking", "verdict"] == "not run yet"  # the smoke run never collapses
     assert card.loc["test accuracy, grokking", "paper"] == "0.97 ± 0.02"
     assert card.loc["test accuracy, grokking", "verdict"] in scorecard.VERDICTS
