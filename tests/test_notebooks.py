@@ -134,12 +134,18 @@ def test_unknown_command_line_parameter_is_rejected_before_work(monkeypatch):
         execute.main(["--only", "01_mlp_grokking", "-p", "lrr", "1e-3"])
 
 
-def test_command_line_parameters_are_typed_and_follow_the_profile(monkeypatch, tmp_path):
+def _record_execution(monkeypatch) -> list[tuple]:
+    """Record each notebook execution's arguments instead of running it."""
     calls = []
     monkeypatch.setattr(execute, "execute_notebook", lambda *args: calls.append(args))
+    return calls
+
+
+def test_command_line_parameters_are_typed_and_follow_the_profile(monkeypatch, tmp_path):
+    calls = _record_execution(monkeypatch)
     execute.main(["--profile", "smoke", "--only", "04_correlation_traps", "--output-dir", str(tmp_path),
                   "-p", "n_false_positive_draws", "20", "-p", "seed_shown", "1"])
-    [(path, parameters, output)] = calls
+    [(path, parameters, output, *_)] = calls
     assert path.name == "04_correlation_traps.ipynb" and output == tmp_path / "04_correlation_traps.ipynb"
     assert parameters == {"profile": "smoke", "n_false_positive_draws": 20, "seed_shown": 1}
 
@@ -191,3 +197,124 @@ def test_mlp_notebooks_run_with_reduced_steps_into_a_temporary_results_folder(tm
     text02 = _execute("02_wd_control", tmp_path, **tiny)
     assert "mlp-wd0.01-25steps-1seeds-" in text02
     assert sorted(path.name.split("-")[1] for path in results.iterdir()) == ["wd0", "wd0.01"]
+
+
+# --- issue 21: paths, profile checks, the log line, kernels and time limits ----------------
+
+
+TINY_PROFILE = "runs:\n  mlp: {steps: 25, n_seeds: 1, n_checkpoints: 4, device: cpu}\n"
+
+
+def test_relative_paths_are_read_against_the_callers_folder(monkeypatch, tmp_path):
+    """`-p profile mytiny.yaml -p results_dir my_results` from the caller's folder, not notebooks/."""
+    calls = _record_execution(monkeypatch)
+    (tmp_path / "mytiny.yaml").write_text(TINY_PROFILE)
+    monkeypatch.chdir(tmp_path)
+    execute.main(["--only", "01_mlp_grokking", "--output-dir", "out", "-p", "profile", "mytiny.yaml",
+                  "-p", "results_dir", "my_results"])
+    [(_, parameters, output, *_)] = calls
+    assert parameters["profile"] == str(tmp_path / "mytiny.yaml")
+    assert parameters["results_dir"] == str(tmp_path / "my_results")
+    assert output.resolve() == tmp_path / "out" / "01_mlp_grokking.ipynb"
+
+
+def test_a_profile_file_missing_from_the_callers_folder_is_refused_before_work(monkeypatch, tmp_path):
+    _refuse_execution(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"profile 'mytiny.yaml': no such file .*mytiny.yaml"):
+        execute.main(["--only", "01_mlp_grokking", "-p", "profile", "mytiny.yaml"])
+
+
+def test_bad_run_values_of_a_command_line_profile_stop_before_any_kernel(monkeypatch, tmp_path):
+    _refuse_execution(monkeypatch)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("runs:\n  mlp: {steps: -5, n_seeds: 1}\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: runs.mlp: .*steps.*-5"):
+        execute.main(["--only", "01_mlp_grokking", "-p", "profile", str(bad)])
+
+
+def test_the_log_names_the_profile_a_notebook_reads(monkeypatch, caplog, tmp_path):
+    _record_execution(monkeypatch)
+    with caplog.at_level("INFO", logger=execute.__name__):
+        execute.main(["--only", "01_mlp_grokking", "--output-dir", str(tmp_path), "-p", "profile", "smoke"])
+    assert "executing notebooks/01_mlp_grokking.ipynb (profile smoke)" in caplog.text
+
+
+def test_a_profile_raises_the_time_limit_of_its_training_cells(monkeypatch, tmp_path):
+    calls = _record_execution(monkeypatch)
+    profile = tmp_path / "long.yaml"
+    profile.write_text(TINY_PROFILE + "notebooks:\n  01_mlp_grokking: {cell_timeout_s: 86400}\n")
+    execute.main(["--profile", str(profile), "--only", "01_mlp_grokking", "02_wd_control", "--output-dir",
+                  str(tmp_path)])
+    limits = {path.stem: (cell, progress) for path, _, _, cell, progress in calls}
+    assert limits == {"01_mlp_grokking": (execute.CELL_TIMEOUT_S, 86400),
+                      "02_wd_control": (execute.CELL_TIMEOUT_S, execute.PROGRESS_CELL_TIMEOUT_S)}
+    assert "cell_timeout_s" not in calls[0][1]  # an execution setting, not a notebook parameter
+
+
+def _tiny_notebook(path, *sources: str) -> None:
+    """A notebook of code cells `sources`, written to `path`."""
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in sources])
+    notebook.metadata["kernelspec"] = dict(execute.KERNELSPEC)
+    nbformat.write(notebook, path)
+
+
+@pytest.mark.slow
+def test_a_cell_past_its_limit_stops_with_the_notebook_and_cell_named(tmp_path):
+    path = tmp_path / "sleepy.ipynb"
+    _tiny_notebook(path, "x = 1", "import time\ntime.sleep(60)")
+    with pytest.raises(TimeoutError, match=r"sleepy.ipynb: the cell starting 'import time' ran past its limit of 3 s"):
+        execute.execute_notebook(path, {}, tmp_path / "out.ipynb", cell_timeout_s=3)
+    assert not (tmp_path / "out.ipynb").exists()
+
+
+TRANSPORT_CELL = "from ipykernel import get_connection_info\nprint(get_connection_info(unpack=True)['transport'])"
+
+
+@pytest.mark.slow
+def test_two_executions_started_together_both_finish_over_ipc(tmp_path):
+    """Kernels talk over Unix sockets (no TCP port race); two runs at the same moment both end."""
+    import subprocess
+    import sys
+
+    script = ("import sys; from pathlib import Path; from grokutils.tools.execute import execute_notebook; "
+              "execute_notebook(Path(sys.argv[1]), {}, Path(sys.argv[2]), cell_timeout_s=60)")
+    processes = []
+    for name in ("first", "second"):
+        _tiny_notebook(tmp_path / f"{name}.ipynb", f"name = {name!r}", TRANSPORT_CELL)
+        processes.append(subprocess.Popen([sys.executable, "-c", script, str(tmp_path / f"{name}.ipynb"),
+                                           str(tmp_path / f"{name}-out.ipynb")]))
+    assert [process.wait(timeout=300) for process in processes] == [0, 0]
+    for name in ("first", "second"):
+        executed = nbformat.read(tmp_path / f"{name}-out.ipynb", as_version=4)
+        assert executed.cells[1].outputs[0]["text"].strip() == "ipc"
+
+
+# --- issue 22: notebooks open clean in JupyterLab ------------------------------------------
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_one_kernel_spec_so_lab_does_not_mark_a_notebook_modified(path):
+    assert nbformat.read(path, as_version=4).metadata.get("kernelspec") == execute.KERNELSPEC
+
+
+def test_tidying_sets_the_kernel_spec_and_the_widget_placeholder(tmp_path):
+    path = tmp_path / "05_prototypes.ipynb"
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("explorer()", outputs=[
+        nbformat.v4.new_output("execute_result", data={execute.WIDGET_MIME: {"model_id": "m"},
+                                                       "text/plain": "VBox(children=(SelectionSlider(..."})])])
+    notebook.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    nbformat.write(notebook, path)
+    execute.tidy_executed(path, path.name)
+    tidied = nbformat.read(path, as_version=4)
+    assert tidied.metadata.kernelspec == execute.KERNELSPEC
+    assert tidied.cells[0].outputs[0].data["text/plain"] == execute.WIDGET_PLACEHOLDER
+
+
+def test_no_committed_widget_output_shows_its_python_repr():
+    """Before its cells run, an explorer says how to get the slider, not `VBox(children=...`."""
+    for path in NOTEBOOKS:
+        for cell in nbformat.read(path, as_version=4).cells:
+            for out in cell.get("outputs", []):
+                if execute.WIDGET_MIME in out.get("data", {}):
+                    assert out.data["text/plain"] == execute.WIDGET_PLACEHOLDER, path.name

@@ -8,13 +8,23 @@ A profile is `profiles/NAME.yaml` (`grokutils.runs`): its `runs` section names e
 run once, and every notebook that declares a `profile` parameter is given the profile's name
 to ask `grokutils.runs` for its runs; its `notebooks` section holds each notebook's own
 parameters. `-p NAME VALUE` overrides one parameter after it (VALUE is read as a Python literal if
-it is one, else kept as
-a string, as papermill's `-p` does). Everything is checked before the first notebook runs (the
-profile exists, names a known notebook, and it and `-p` only set parameters the notebook
-declares: papermill itself only logs a warning for an unknown name, and runs on). Each
-notebook is executed into a temporary file beside it and moved over the original (or into
-`--output-dir`) only when it ran to the end, so a failure never leaves a half-executed
-notebook behind.
+it is one, else kept as a string, as papermill's `-p` does).
+
+Everything is checked before the first kernel starts: the profile exists, names known notebooks,
+and it and `-p` only set parameters the notebook declares (papermill itself only logs a warning
+for an unknown name, and runs on); every profile a notebook will read (`--profile`, or `-p
+profile X`) makes valid run configs. Paths given on the command line (`--profile FILE.yaml`, `-p
+profile FILE.yaml`, `-p results_dir DIR`) are read against the caller's working directory, once,
+here: the kernels run in `notebooks/`.
+
+Kernels talk to papermill over Unix sockets in a folder of their own (IPC transport, no TCP
+ports that two concurrent runs could both pick). Each cell has a finite time limit
+(CELL_TIMEOUT_S; PROGRESS_CELL_TIMEOUT_S for the cells tagged `progress`, which train or
+measure whole runs; a profile raises the latter per notebook with `cell_timeout_s` in its
+`notebooks` entry, `--cell-timeout` sets both); a cell past its limit stops the run with an
+error naming the notebook and the cell. Each notebook is executed into a temporary file beside
+its output and moved over the original (or into `--output-dir`) only when it ran to the end,
+so a failure never leaves a half-executed notebook behind.
 """
 from __future__ import annotations
 
@@ -23,12 +33,16 @@ import ast
 import functools
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import nbformat
 import yaml
+from jupyter_client.manager import AsyncKernelManager
 
+from grokutils import runs
 from grokutils.paths import REPO_ROOT
 from grokutils.runs import available_profiles, read_profile
 
@@ -36,16 +50,74 @@ log = logging.getLogger(__name__)
 # Cells with this tag show a progress bar while they run; its stderr is dropped afterwards,
 # so that re-running from cached results (no bar) gives the same outputs (nbval).
 PROGRESS_TAG = "progress"
+CELL_TIMEOUT_S = 1800  # any other cell; the slowest here takes about 2 minutes
+PROGRESS_CELL_TIMEOUT_S = 4 * 3600  # training cells: the accelerated runs take ~75 min from scratch on 2 cores
+TIMEOUT_KEY = "cell_timeout_s"  # in a profile's notebooks entry: an execution setting, not a parameter
+# Parameters whose value is a path when the caller gives one; resolved against the caller's folder.
+PROFILE_PARAMETERS = ("profile", "mlp_profile")  # a profile name, or a .yaml file
+DIRECTORY_PARAMETERS = ("results_dir",)  # "" means the default folder
+# The kernel spec JupyterLab 4 writes for ipykernel's kernel; any other display name makes Lab
+# rewrite it on opening, which marks the notebook modified.
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+# What an interactive widget's output says where no widget manager runs (an untrusted notebook, the book).
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+WIDGET_PLACEHOLDER = "Interactive explorer: run the notebook's cells in JupyterLab to get the slider."
 
 
 def load_profile(name: str, notebooks: list[Path] | None = None) -> dict[str, dict]:
     """What profile `name` sets per notebook: {notebook: {parameter: value}}, its `notebooks`
-    section plus `profile: name` for each notebook that declares a `profile` parameter."""
-    plan = {notebook: dict(values or {}) for notebook, values in read_profile(name)["notebooks"].items()}
+    section (less the execution setting `cell_timeout_s`) plus `profile: name` for each notebook
+    that declares a `profile` parameter."""
+    plan = {notebook: {key: value for key, value in (values or {}).items() if key != TIMEOUT_KEY}
+            for notebook, values in read_profile(name)["notebooks"].items()}
     for path in notebooks if notebooks is not None else notebooks_in_toc():
         if "profile" in declared_parameters(path):
             plan.setdefault(path.stem, {})["profile"] = name
     return plan
+
+
+def progress_timeouts(name: str) -> dict[str, float]:
+    """The profile's `cell_timeout_s` per notebook: the limit of its `progress` cells, in seconds."""
+    limits = {}
+    for notebook, values in read_profile(name)["notebooks"].items():
+        limit = (values or {}).get(TIMEOUT_KEY)
+        if limit is None:
+            continue
+        if isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit <= 0:
+            raise ValueError(f"profile {name!r}: {notebook}.{TIMEOUT_KEY} must be a positive number of seconds, "
+                             f"got {limit!r}")
+        limits[notebook] = float(limit)
+    return limits
+
+
+def caller_paths(parameters: dict, cwd: Path) -> dict:
+    """`parameters` with the paths in them made absolute against `cwd`, the caller's folder
+    (the kernel runs in `notebooks/`, where a relative path would point elsewhere); a profile
+    file that does not exist there is refused."""
+    resolved = dict(parameters)
+    for name in PROFILE_PARAMETERS:
+        value = resolved.get(name)
+        if isinstance(value, (str, Path)) and str(value).endswith((".yaml", ".yml")):
+            path = (cwd / Path(value).expanduser()).resolve()
+            if not path.is_file():
+                raise ValueError(f"{name} {str(value)!r}: no such file {path} (a relative path is read "
+                                 "against the folder you run from)")
+            resolved[name] = str(path)
+    for name in DIRECTORY_PARAMETERS:
+        value = resolved.get(name)
+        if isinstance(value, (str, Path)) and str(value):
+            resolved[name] = str((cwd / Path(value).expanduser()).resolve())
+    return resolved
+
+
+def check_run_entries(profile: str) -> None:
+    """Build every run config the profile names (raises ValueError on a bad value), so a bad
+    profile stops here rather than at the end of a kernel's traceback."""
+    entries = read_profile(profile)["runs"]
+    if "mlp" in entries:
+        runs.mlp_config(0.0, profile)
+    if "modadd" in entries:
+        runs.modadd_config(profile)
 
 
 def notebooks_in_toc() -> list[Path]:
@@ -86,7 +158,8 @@ def parse_value(text: str):
 
 
 def tidy_executed(path: Path, name: str) -> None:
-    """Drop the progress bars' stderr; record papermill's paths relative, not machine paths."""
+    """Drop the progress bars' stderr; record papermill's paths relative, not machine paths; one
+    kernel spec (`tidy_metadata`); a widget's text fallback says how to get the widget."""
     notebook = nbformat.read(path, as_version=4)
     papermill_meta = notebook.metadata.get("papermill", {})
     for key in ("input_path", "output_path"):
@@ -96,21 +169,73 @@ def tidy_executed(path: Path, name: str) -> None:
         if cell.cell_type == "code" and PROGRESS_TAG in cell.metadata.get("tags", []):
             cell.outputs = [out for out in cell.outputs
                             if not (out.output_type == "stream" and out.name == "stderr")]
+        for out in cell.get("outputs", []):
+            if WIDGET_MIME in out.get("data", {}):
+                out.data["text/plain"] = WIDGET_PLACEHOLDER
+    tidy_metadata(notebook)
     nbformat.write(notebook, path)
 
 
-def execute_notebook(path: Path, parameters: dict, output: Path | None = None) -> None:
+def tidy_metadata(notebook: nbformat.NotebookNode) -> bool:
+    """Give `notebook` the kernel spec JupyterLab writes (KERNELSPEC), so that opening it in Lab
+    changes nothing; True if it changed. `python -m grokutils.tools.execute --tidy-metadata`
+    applies it to every notebook of the book without executing any."""
+    if notebook.metadata.get("kernelspec") == KERNELSPEC:
+        return False
+    notebook.metadata["kernelspec"] = dict(KERNELSPEC)
+    return True
+
+
+class IPCKernelManager(AsyncKernelManager):
+    """A kernel that talks over Unix sockets in a temporary folder of its own: no TCP ports, so
+    kernels started at the same moment cannot pick the same one (a hang, issue 21)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.socket_folder = tempfile.mkdtemp(prefix="grokutils-kernel-")
+        self.transport = "ipc"
+        self.ip = os.path.join(self.socket_folder, "kernel")
+
+    async def _async_cleanup_resources(self, restart: bool = False) -> None:
+        await super()._async_cleanup_resources(restart=restart)
+        if not restart:
+            shutil.rmtree(self.socket_folder, ignore_errors=True)
+
+
+class CellClock:
+    """nbclient's `timeout_func`: each cell's limit, remembering the cell it was last asked for."""
+
+    def __init__(self, cell_timeout_s: float, progress_timeout_s: float) -> None:
+        self.limits = (cell_timeout_s, progress_timeout_s)
+        self.cell = None
+
+    def __call__(self, cell) -> float:
+        self.cell = cell
+        return self.limits[PROGRESS_TAG in cell.metadata.get("tags", [])]
+
+
+def execute_notebook(path: Path, parameters: dict, output: Path | None = None,
+                     cell_timeout_s: float = CELL_TIMEOUT_S,
+                     progress_timeout_s: float = PROGRESS_CELL_TIMEOUT_S) -> None:
     """Run one notebook in its own folder with papermill; write it (over `path` by default) only
-    on success."""
+    on success. A cell past its limit raises TimeoutError naming the notebook and the cell."""
     import papermill
+    from nbclient.exceptions import CellTimeoutError
 
     output = Path(output or path)
     temporary = output.with_name(f".{path.stem}.running.ipynb")
+    clock = CellClock(cell_timeout_s, progress_timeout_s)
     try:
         papermill.execute_notebook(str(path), str(temporary), parameters=parameters,
-                                   cwd=str(path.parent), kernel_name="python3", progress_bar=False)
+                                   cwd=str(path.parent), kernel_name="python3", progress_bar=False,
+                                   kernel_manager_class=IPCKernelManager, timeout_func=clock)
         tidy_executed(temporary, path.name)
         os.replace(temporary, output)
+    except CellTimeoutError as err:
+        first_line = (clock.cell.source.strip().splitlines() or [""])[0] if clock.cell is not None else "?"
+        raise TimeoutError(f"{path.name}: the cell starting {first_line!r} ran past its limit of "
+                           f"{clock(clock.cell):g} s and was stopped (raise it with --cell-timeout, or "
+                           f"{TIMEOUT_KEY} in the profile's entry for {path.stem})") from err
     finally:
         temporary.unlink(missing_ok=True)
 
@@ -124,6 +249,11 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
                         help="override one parameter of every selected notebook, after the profile")
     parser.add_argument("--output-dir", type=Path, default=None,
                         help="write the executed notebooks here (default: over the originals)")
+    parser.add_argument("--tidy-metadata", action="store_true",
+                        help="only give every notebook of the book the one kernel spec (no execution)")
+    parser.add_argument("--cell-timeout", type=float, default=None, metavar="SECONDS",
+                        help=f"limit of every cell (default: {CELL_TIMEOUT_S} s, {PROGRESS_CELL_TIMEOUT_S} s "
+                             f"for cells tagged {PROGRESS_TAG!r} or the profile's {TIMEOUT_KEY})")
     return parser.parse_args(argv)
 
 
@@ -141,18 +271,35 @@ def main(argv: list[str] | None = None) -> int:
     """Command line: execute the notebooks of a profile, with `-p` overrides on top."""
     args = _arguments(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.tidy_metadata:
+        for path in select(notebooks_in_toc(), args.only):
+            notebook = nbformat.read(path, as_version=4)
+            if tidy_metadata(notebook):
+                nbformat.write(notebook, path)
+                log.info("kernel spec set in %s", path.relative_to(REPO_ROOT))
+        return 0
+    cwd = Path.cwd()
+    name = caller_paths({"profile": args.profile}, cwd)["profile"]
     notebooks = notebooks_in_toc()
-    profile = load_profile(args.profile, notebooks)
+    profile = load_profile(name, notebooks)
     check_plan(profile, notebooks)
+    limits = progress_timeouts(name)
     notebooks = select(notebooks, args.only)
-    overrides = {name: parse_value(value) for name, value in args.parameter}
+    overrides = {key: parse_value(value) for key, value in args.parameter}
     check_plan({path.stem: overrides for path in notebooks}, notebooks, source="-p")
+    plans = {path: caller_paths({**(profile.get(path.stem) or {}), **overrides}, cwd) for path in notebooks}
+    for parameters in plans.values():
+        for key in PROFILE_PARAMETERS:
+            if key in parameters:
+                check_run_entries(parameters[key])
     if args.output_dir is not None:
         args.output_dir.mkdir(parents=True, exist_ok=True)
-    for path in notebooks:
-        log.info("executing %s (profile %s)", path.relative_to(REPO_ROOT), args.profile)
+    for path, parameters in plans.items():
+        log.info("executing %s (profile %s)", path.relative_to(REPO_ROOT), parameters.get("profile", name))
         output = None if args.output_dir is None else args.output_dir / path.name
-        execute_notebook(path, {**(profile.get(path.stem) or {}), **overrides}, output)
+        cell_limit = args.cell_timeout or CELL_TIMEOUT_S
+        progress_limit = args.cell_timeout or limits.get(path.stem, PROGRESS_CELL_TIMEOUT_S)
+        execute_notebook(path, parameters, output, cell_limit, progress_limit)
     return 0
 
 
