@@ -318,3 +318,8 @@ def test_no_committed_widget_output_shows_its_python_repr():
             for out in cell.get("outputs", []):
                 if execute.WIDGET_MIME in out.get("data", {}):
                     assert out.data["text/plain"] == execute.WIDGET_PLACEHOLDER, path.name
+
+
+def test_the_paper_profile_lets_its_training_cells_run_for_days():
+    limits = execute.progress_timeouts("paper")
+    assert all(limits.get(name, 0) >= 86400 for name in ("01_mlp_grokking", "02_wd_control", "03_modular_addition"))
