@@ -113,3 +113,34 @@ def run_alarm_figure(result, watched: Sequence[str] = ("fc1", "fc2"), alpha_thre
     _step_axes(*axes)
     axes[0].set_title(title)
     return stamp_protocol(fig, result.config)
+
+
+OUTCOME_COLOURS = {"hit": "tab:green", "late": "tab:orange", "false alarm": "tab:red", "quiet": "tab:gray"}
+
+
+def detector_figure(evaluation: pd.DataFrame, columns: int = 3):
+    """One panel per rule of `grokutils.alarm_eval.evaluate`: per run and seed, the hit window (peak region
+    start to half of the fall, grey bar) and where the rule fired, coloured by its outcome."""
+    rules = list(dict.fromkeys(evaluation.index.get_level_values("rule")))
+    rows = -(-len(rules) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 0.35 * 12 * rows), sharex=True, sharey=True,
+                             squeeze=False)
+    for ax, rule in zip(axes.flat, rules):
+        mine = evaluation.xs(rule, level="rule").reset_index()
+        for y, row in enumerate(mine.itertuples()):
+            if row.collapsed:
+                ax.plot([max(int(row.t_peak_start), 1), int(row.t_half_fall)], [y, y], color="lightgray", lw=5,
+                        solid_capstyle="butt")
+            if not pd.isna(row.fires):
+                ax.plot(max(int(row.fires), 1), y, "o", color=OUTCOME_COLOURS[row.outcome], ms=5)
+        ax.set_yticks(range(len(mine)))
+        ax.set_yticklabels([f"{run[:24]} s{seed}" for run, seed in zip(mine.run, mine.seed)], fontsize=6)
+        ax.set_title(rule, fontsize=8)
+        step_axis(ax)
+    for ax in axes.flat[len(rules):]:
+        ax.set_visible(False)
+    handles = [plt.Line2D([], [], color=c, marker="o", ls="", label=o) for o, c in OUTCOME_COLOURS.items()
+               if o != "quiet"] + [plt.Line2D([], [], color="lightgray", lw=5, label="hit window")]
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return fig

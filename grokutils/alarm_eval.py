@@ -1,0 +1,167 @@
+"""The HTSR alarm as a detector: candidate data-free rules scored on every stored run.
+
+A rule reads only per-layer measures of the weights (alpha, traps, and the fixed-tail alpha of
+`grokutils.fits`) at each checkpoint of one seed and fires at one step, or never. It is
+judged against that seed's phases (`grokutils.phases`, the one phase rule):
+
+* **hit**: the seed collapses, and the rule fires after its peak region begins and before
+  half of the fall is lost (t_peak_start <= fire <= t_half_fall);
+* **late**: the seed collapses and the rule fires after half of the fall, or never (a miss);
+* **false alarm**: the rule fires in a seed without a sustained collapse, or before the
+  peak region begins (a warning with nothing yet to warn of);
+* **quiet**: a seed without a collapse in which the rule never fires (a correct silence).
+
+The lead is t_collapse - fire: positive when the rule fired before the smoothed test curve
+left its peak region. `RULES` lists the candidates; `evaluate` scores them on runs,
+`summary` counts per rule, and `recommendation` says what the counts support, if anything.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from grokutils.phases import seed_phases
+from grokutils.store import RunResult
+
+PERSIST = 3  # checkpoints in a row a condition must hold before a persistent rule fires
+EARLY_SHARE = 0.2  # a seed's early trap level: its most traps over the first 20% of checkpoints
+TRAP_RISE = 2  # traps above the early level that count as a rise
+SLOPE_DECADES = 0.5  # the rate rule compares alpha with its value this many decades of steps earlier
+SLOPE_LIMIT = -1.0  # ... and fires when alpha falls faster than this per decade
+OUTCOMES = ("hit", "late", "false alarm", "quiet")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A named data-free alarm rule: a per-checkpoint condition and how many checkpoints in a row it needs."""
+
+    name: str
+    condition: Callable[[pd.DataFrame], pd.Series]  # wide per-seed table (index: step) -> bool per step
+    persist: int = 1
+
+
+def wide_table(layers: pd.DataFrame, fits: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One seed's measures, one row per step: alpha_fc1, alpha_fc2, alpha_average, traps_fc1, traps_fc2
+    (and alpha_top10_fc1 when `fits` is given)."""
+    mine = layers[layers.layer.isin(("fc1", "fc2"))]
+    table = mine.pivot_table(index="step", columns="layer", values=["alpha", "traps"], aggfunc="first")
+    table.columns = [f"{value}_{layer}" for value, layer in table.columns]
+    table = table.astype(float).sort_index()
+    table["alpha_average"] = table[["alpha_fc1", "alpha_fc2"]].mean(axis=1, skipna=False)
+    if fits is not None and "alpha_top10" in fits:
+        top = fits[fits.layer == "fc1"].set_index("step").alpha_top10
+        table["alpha_top10_fc1"] = top.reindex(table.index)
+    return table
+
+
+def _early_rise(table: pd.DataFrame, column: str) -> pd.Series:
+    """Whether `column` exceeds its early level (most over the first EARLY_SHARE of checkpoints) by TRAP_RISE."""
+    early = table[column].iloc[:max(1, int(np.ceil(EARLY_SHARE * len(table))))].max()
+    return table[column] >= early + TRAP_RISE
+
+
+def _alpha_slope(table: pd.DataFrame, column: str = "alpha_fc1") -> pd.Series:
+    """Change of `column` per decade of steps over the last SLOPE_DECADES (NaN where no earlier checkpoint)."""
+    logs = np.log10(table.index.values + 1.0)
+    values = table[column].values
+    slope = np.full(len(values), np.nan)
+    for i, at in enumerate(logs):
+        earlier = np.flatnonzero(logs <= at - SLOPE_DECADES)
+        if len(earlier):
+            j = earlier[-1]
+            slope[i] = (values[i] - values[j]) / (at - logs[j])
+    return pd.Series(slope, index=table.index)
+
+
+RULES = (
+    Rule("Monitor today: alpha < 2 or any trap, FC1 or FC2",
+         lambda t: (t[["alpha_fc1", "alpha_fc2"]] < 2).any(axis=1) | (t[["traps_fc1", "traps_fc2"]] > 0).any(axis=1)),
+    Rule("any trap in FC1 or FC2", lambda t: (t[["traps_fc1", "traps_fc2"]] > 0).any(axis=1)),
+    Rule("FC1 or FC2 alpha < 2", lambda t: (t[["alpha_fc1", "alpha_fc2"]] < 2).any(axis=1)),
+    Rule(f"FC1 alpha < 2, {PERSIST} checkpoints", lambda t: t.alpha_fc1 < 2, PERSIST),
+    Rule(f"average alpha < 2, {PERSIST} checkpoints", lambda t: t.alpha_average < 2, PERSIST),
+    Rule(f"FC1 traps >= early level + {TRAP_RISE}, {PERSIST} checkpoints",
+         lambda t: _early_rise(t, "traps_fc1"), PERSIST),
+    Rule(f"FC1 alpha falling > {-SLOPE_LIMIT:g} per decade, {PERSIST} checkpoints",
+         lambda t: _alpha_slope(t) < SLOPE_LIMIT, PERSIST),
+    Rule(f"FC1 alpha < 2 and FC1 traps risen, {PERSIST} checkpoints",
+         lambda t: (t.alpha_fc1 < 2) & _early_rise(t, "traps_fc1"), PERSIST),
+    Rule(f"FC1 top-10% alpha < 2, {PERSIST} checkpoints",
+         lambda t: t.get("alpha_top10_fc1", pd.Series(np.nan, index=t.index)) < 2, PERSIST),
+)
+
+
+def first_firing(condition: pd.Series, persist: int = 1) -> int | None:
+    """The first step at which `condition` has held for `persist` checkpoints in a row (None: never)."""
+    held = condition.fillna(False).astype(bool).values
+    run = 0
+    for step, value in zip(condition.index, held):
+        run = run + 1 if value else 0
+        if run >= persist:
+            return int(step)
+    return None
+
+
+def outcome(fire: int | None, phases) -> str:
+    """hit, late, false alarm or quiet, for one rule on one seed (see the module docstring)."""
+    if not phases.collapsed:
+        return "quiet" if fire is None else "false alarm"
+    if fire is None:
+        return "late"
+    if phases.t_peak_start is None or fire < phases.t_peak_start:
+        return "false alarm"
+    return "hit" if fire <= phases.t_half_fall else "late"
+
+
+def evaluate(runs: Mapping[str, RunResult], fits: Mapping[str, pd.DataFrame] | None = None,
+             rules=RULES) -> pd.DataFrame:
+    """One row per (run, seed, rule): the seed's phase events, the firing step, the outcome, the lead."""
+    rows = []
+    for label, result in runs.items():
+        for seed, phases in seed_phases(result.curves).items():
+            layers = result.layers[result.layers.seed == seed]
+            run_fits = fits.get(label) if fits else None
+            table = wide_table(layers, run_fits[run_fits.seed == seed] if run_fits is not None else None)
+            for rule in rules:
+                fire = first_firing(rule.condition(table), rule.persist)
+                lead = phases.t_collapse - fire if fire is not None and phases.collapsed else None
+                rows.append({"run": label, "seed": seed, "rule": rule.name, "collapsed": phases.collapsed,
+                             "t_peak_start": phases.t_peak_start, "t_collapse": phases.t_collapse,
+                             "t_half_fall": phases.t_half_fall, "fires": fire, "outcome": outcome(fire, phases),
+                             "lead_steps": lead})
+    table = pd.DataFrame(rows)
+    for column in ("t_peak_start", "t_collapse", "t_half_fall", "fires", "lead_steps"):
+        table[column] = pd.array(table[column].tolist(), dtype="Int64")
+    return table.set_index(["rule", "run", "seed"])
+
+
+def summary(evaluation: pd.DataFrame) -> pd.DataFrame:
+    """Per rule: hits of the collapsing seeds, late or missed, false alarms, quiet seeds, and the leads."""
+    rows = []
+    for rule, mine in evaluation.groupby(level="rule", sort=False):
+        counts = mine.outcome.value_counts()
+        hits = mine[mine.outcome == "hit"]
+        leads = ", ".join(f"{run} s{seed}: {int(lead):+,}" for (_, run, seed), lead in hits.lead_steps.items())
+        rows.append({"rule": rule, "collapsing seeds": int(mine.collapsed.sum()),
+                     **{outcome_name: int(counts.get(outcome_name, 0)) for outcome_name in OUTCOMES},
+                     "seeds": len(mine), "lead of each hit (steps)": leads or "-"})
+    return pd.DataFrame(rows).set_index("rule")
+
+
+def recommendation(table: pd.DataFrame) -> str:
+    """What the summary supports: the rules that hit every collapse without a false alarm, or the plain
+    statement that none does, with the best trade-off named."""
+    perfect = table[(table.hit == table["collapsing seeds"]) & (table["false alarm"] == 0)
+                    & (table["collapsing seeds"] > 0)]
+    if len(perfect):
+        return ("Supported on these runs: " + "; ".join(perfect.index)
+                + " (every collapsing seed warned in time, no false alarm).")
+    score = table.hit - table["false alarm"]
+    best = score.idxmax()
+    return (f"No rule tested works on these runs: none warns of every collapse in time without a false alarm. "
+            f"The best trade-off, '{best}', has {table.loc[best, 'hit']} hits of "
+            f"{table.loc[best, 'collapsing seeds']} collapsing seeds and {table.loc[best, 'false alarm']} false "
+            f"alarms in {table.loc[best, 'seeds']} seeds.")
