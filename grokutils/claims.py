@@ -147,3 +147,82 @@ def summarize(table: pd.DataFrame, by: str | None = None) -> pd.DataFrame:
 
     grouped = numeric.groupby(level=by) if by else numeric.groupby(lambda _: "all seeds")
     return grouped.agg(mean_sd)
+
+
+def _steps_text(values) -> str:
+    """'38,430 to 47,884' (or one step, or 'never') for a set of steps."""
+    steps = sorted({int(v) for v in values if pd.notna(v)})
+    return "never" if not steps else f"{steps[0]:,}" if len(steps) == 1 else f"{steps[0]:,} to {steps[-1]:,}"
+
+
+def _list_text(values, spec: str = "+,.0f") -> str:
+    """'a, b and c' for a few numbers ('none' for no number)."""
+    words = [f"{v:{spec}}" for v in values if pd.notna(v)]
+    return "none" if not words else words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def _at_last_step(result: RunResult, layer: str, column: str = "alpha"):
+    """`column` of `layer` at the run's last step, one value per seed (FC1-FC2 average as 'average')."""
+    frame = with_average_alpha(result.layers)
+    last = frame[(frame.layer == layer) & (frame.step == frame.step.max())]
+    return last.set_index("seed")[column].astype(float)
+
+
+def _run_claims(result: RunResult, key: str) -> dict[str, str]:
+    """The shared numbers of one run, keys prefixed with `key` (wd0, wd001)."""
+    from grokutils import fits, paper
+
+    collapse, crossing = collapse_table(result), alpha_crossing_table(result)
+    onset, mean_phases = trap_onset_table(result), phase_rule.find_phases(result.curves)
+    down = collapse[collapse.collapsed]
+    fc1 = crossing.xs("fc1", level="layer")
+    leads = fc1.lead_steps[collapse.collapsed.reindex(fc1.index).fillna(False).astype(bool)]
+    fitted = fits.fixed_tail_alpha(result)
+    last = fitted[fitted.step == fitted.step.max()]
+    out = {"n_seeds": str(len(collapse)), "n_collapsed": str(int(collapse.collapsed.sum())),
+           "fall": paper.mean_sd(collapse.fall, ".3f"), "fall_collapsed": paper.mean_sd(down.fall, ".3f"),
+           "t_collapse": _steps_text(down.t_collapse), "t_half_fall": _steps_text(down.t_half_fall),
+           "peak_test": f"{mean_phases.peak_test_accuracy:.3f}", "final_test": f"{mean_phases.final_test_accuracy:.3f}",
+           "mean_curve_fall": f"{mean_phases.fall:.3f}",
+           "final_train": f"{result.curves.groupby('step').train_accuracy.mean().iloc[-1]:.3f}",
+           "lead_fc1": _list_text(leads), "n_fc1_below_2": str(int(fc1.t_below_2.notna().sum())),
+           "alpha_peak_fc1": paper.mean_sd(fc1["alpha_grokking"], ".2f"),
+           "traps_before_fc1": f"{onset.xs('fc1', level='layer').max_traps_before_collapse.max():g}",
+           "traps_end_fc1": paper.mean_sd(_at_last_step(result, "fc1", "traps"), ".1f"),
+           "traps_end_fc2": paper.mean_sd(_at_last_step(result, "fc2", "traps"), ".1f")}
+    for layer in ("fc1", "fc2", "average"):
+        out[f"alpha_end_{layer}"] = paper.mean_sd(_at_last_step(result, layer), ".2f")
+    for layer in ("fc1", "fc2"):
+        mine = last[last.layer == layer]
+        out[f"{layer}_tail_end"] = paper.mean_sd(mine.tail_size, ".2f")
+        for column in ("alpha", "alpha_top10", "alpha_top25"):
+            out[f"{layer}_{column}_end"] = paper.mean_sd(mine[column], ".2f")
+            out[f"{layer}_{column}_n_below_2"] = str(int((mine[column] < ALPHA_LINE).sum()))
+        out[f"{layer}_n_wide_end"] = str(int(mine.wide_tail.sum()))
+    return {f"{key}_{name}": text for name, text in out.items()}
+
+
+def shared_claims(wd0: RunResult, wd001: RunResult) -> pd.Series:
+    """Every number that more than one chapter states (collapse counts, falls, leads, alpha and traps
+    at the end, the fit diagnostics, the alarm evaluation), as text: the one table chapters glue from."""
+    from grokutils import alarm_eval, fits, paper
+
+    shared = {**_run_claims(wd0, "wd0"), **_run_claims(wd001, "wd001")}
+    runs = {"WD = 0": wd0, "WD = 0.01": wd001}
+    evaluation = alarm_eval.evaluate(runs, {label: fits.fixed_tail_alpha(run) for label, run in runs.items()})
+    table = alarm_eval.summary(evaluation)
+    monitor = table.iloc[0]
+    best = (table.hit - table["false alarm"]).idxmax()
+    shared.update({"alarm_recommendation": alarm_eval.recommendation(table), "alarm_best_rule": best,
+                   "alarm_best_hits": str(table.loc[best, "hit"]),
+                   "alarm_best_false": str(table.loc[best, "false alarm"]),
+                   "alarm_collapsing_seeds": str(table.loc[best, "collapsing seeds"]),
+                   "alarm_seeds": str(table.loc[best, "seeds"]), "alarm_best_leads": table.loc[best].iloc[-1],
+                   "alarm_monitor_hits": str(monitor.hit), "alarm_monitor_false": str(monitor["false alarm"]),
+                   "phase_rule": phase_rule.rule_text()})
+    for layer in ("fc1", "fc2", "average"):
+        shared[f"paper_alpha_end_{layer}"] = paper.format_value(*paper.TABLE1_ALPHA[layer]["anti-grokking"])
+    for layer in ("fc1", "fc2"):
+        shared[f"paper_traps_end_{layer}"] = paper.format_value(*paper.TABLE2_TRAPS[0.0][layer]["anti-grokking"])
+    shared["paper_final_test"] = f"{paper.COLLAPSE_TEST_ACCURACY:g}"
+    return pd.Series(shared, name="value")

@@ -91,3 +91,13 @@ def test_summary_is_mean_and_sd_over_seeds():
     summary = claims.summarize(claims.collapse_table(COLLAPSING))
     values = [0.8, 0.801]
     assert summary.loc["all seeds", "peak_test_accuracy"] == f"{np.mean(values):.4g} ± {np.std(values, ddof=1):.2g}"
+
+
+def test_shared_claims_are_one_text_table_for_every_chapter(tiny_run):
+    shared = claims.shared_claims(tiny_run, tiny_run)
+    assert shared.map(type).eq(str).all()
+    for key in ("wd0_n_collapsed", "wd001_fall", "wd0_lead_fc1", "wd0_fc1_alpha_top10_end", "alarm_recommendation",
+                "paper_alpha_end_fc1", "phase_rule"):
+        assert key in shared.index
+    assert shared["wd0_n_collapsed"] == "0" and shared["wd0_t_collapse"] == "never"  # 30 steps: no collapse
+    assert shared["paper_alpha_end_fc1"] == "0.9 ± 0.4"
