@@ -10,21 +10,32 @@ import pandas as pd
 
 from grokutils import paper
 from grokutils.measures import with_average_alpha, with_fc1_entropy
-from grokutils.phases import Phases, paper_edge_steps, shade_phases
+from grokutils.phases import PEAK_BAND, Phases, paper_edge_steps, shade_phases, smoothed_curves
 from grokutils.plots.common import band, stamp_protocol, step_axis
 from grokutils.store import RunResult
 
 
 def accuracy_figure(result: RunResult, phases: Phases) -> plt.Figure:
-    """Figure 1: train and test accuracy against steps, phases shaded."""
+    """Figure 1: train and test accuracy against steps, phases shaded, with the smoothed mean test
+    curve the phase rule reads, its peak band and the edges it found (`grokutils.phases`)."""
     fig, ax = plt.subplots()
     shade_phases(ax, phases)
     band(ax, result.curves, "train_accuracy", "train")
     band(ax, result.curves, "test_accuracy", "test")
+    smoothed = smoothed_curves(result.curves).test_accuracy
+    ax.plot(smoothed.index, smoothed.values, color="k", lw=1.2, label="test, smoothed (phase rule)")
+    if phases.t_peak is not None:
+        ax.axhspan(phases.peak_test_accuracy - PEAK_BAND, phases.peak_test_accuracy, color="k", alpha=0.08, lw=0,
+                   label=f"peak band ({PEAK_BAND:g})")
+    edges = ((phases.t_peak_start, ":", "peak region starts"), (phases.t_collapse, "--", "fall starts"),
+             (phases.t_half_fall, "-.", "half of the fall"))
+    for step, style, label in edges:
+        if step is not None:
+            ax.axvline(max(step, 1), color="k", ls=style, lw=1, label=label)
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.02)
     step_axis(ax)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", fontsize=7)
     return stamp_protocol(fig, result.config)
 
 
