@@ -168,6 +168,26 @@ def _at_last_step(result: RunResult, layer: str, column: str = "alpha"):
     return last.set_index("seed")[column].astype(float)
 
 
+def sensitivity_words(n_below: dict[str, int], n_seeds: int) -> str:
+    """Whether 'alpha < 2' survives the fixed-tail check, in words, from how many seeds end below 2
+    with WeightWatcher's fit ('alpha') and with the fixed tails ('alpha_top10', 'alpha_top25')."""
+    most = {name: count > n_seeds / 2 for name, count in n_below.items()}
+    fixed = [name for name in ("alpha_top10", "alpha_top25") if name in most]
+    held = [name.replace("alpha_top", "top ") + "%" for name in fixed if most[name]]
+    lost = [name.replace("alpha_top", "top ") + "%" for name in fixed if not most[name]]
+    if most["alpha"]:
+        if not lost:
+            return "ends below 2 in most seeds, and still does with either fixed tail: it survives the check"
+        if not held:
+            return "ends below 2 in most seeds, but with neither fixed tail: it does not survive the check"
+        return (f"ends below 2 in most seeds, and still does with the {' and '.join(held)} tail but not with the "
+                f"{' and '.join(lost)} tail: it survives the check only in part")
+    if held:
+        return (f"does not end below 2 in most seeds by WeightWatcher's fit, but does with the {' and '.join(held)} "
+                "tail: the fit, not the spectrum, keeps it above 2")
+    return "does not end below 2 in most seeds, with any of the three fits"
+
+
 def _run_claims(result: RunResult, key: str) -> dict[str, str]:
     """The shared numbers of one run, keys prefixed with `key` (wd0, wd001)."""
     from grokutils import fits, paper
@@ -199,6 +219,9 @@ def _run_claims(result: RunResult, key: str) -> dict[str, str]:
             out[f"{layer}_{column}_end"] = paper.mean_sd(mine[column], ".2f")
             out[f"{layer}_{column}_n_below_2"] = str(int((mine[column] < ALPHA_LINE).sum()))
         out[f"{layer}_n_wide_end"] = str(int(mine.wide_tail.sum()))
+        out[f"{layer}_sensitivity"] = sensitivity_words(
+            {column: int((mine[column] < ALPHA_LINE).sum()) for column in ("alpha", "alpha_top10", "alpha_top25")},
+            len(mine))
     return {f"{key}_{name}": text for name, text in out.items()}
 
 

@@ -101,3 +101,13 @@ def test_shared_claims_are_one_text_table_for_every_chapter(tiny_run):
         assert key in shared.index
     assert shared["wd0_n_collapsed"] == "0" and shared["wd0_t_collapse"] == "never"  # 30 steps: no collapse
     assert shared["paper_alpha_end_fc1"] == "0.9 ± 0.4"
+
+
+@pytest.mark.parametrize("counts, expected", [
+    ((3, 3, 3), "it survives the check"), ((3, 1, 3), "survives the check only in part"),
+    ((3, 0, 1), "it does not survive the check"), ((0, 3, 3), "the fit, not the spectrum"),
+    ((0, 0, 1), "with any of the three fits"),
+])
+def test_sensitivity_in_words(counts, expected):
+    words = claims.sensitivity_words(dict(zip(("alpha", "alpha_top10", "alpha_top25"), counts)), 3)
+    assert expected in words
