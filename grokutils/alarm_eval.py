@@ -165,3 +165,22 @@ def recommendation(table: pd.DataFrame) -> str:
             f"The best trade-off, '{best}', has {table.loc[best, 'hit']} hits of "
             f"{table.loc[best, 'collapsing seeds']} collapsing seeds and {table.loc[best, 'false alarm']} false "
             f"alarms in {table.loc[best, 'seeds']} seeds.")
+
+
+def stored_runs(results_dir) -> dict[str, RunResult]:
+    """Every finished MLP and modular-addition run in a results folder, by its folder name without the hash."""
+    from pathlib import Path
+
+    from grokutils.config import MLPConfig, ModAddConfig
+    from grokutils.store import load_if_finished
+
+    found = {}
+    for folder in sorted(Path(results_dir).iterdir()):
+        kind = MLPConfig if folder.name.startswith("mlp-") else ModAddConfig if folder.name.startswith("modadd-") \
+            else None
+        if kind is None or not folder.is_dir() or folder.suffix in (".partial", ".staging", ".lock"):
+            continue
+        result = load_if_finished(folder, kind)
+        if result is not None:
+            found[folder.name.rsplit("-", 1)[0]] = result
+    return found

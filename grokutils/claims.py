@@ -225,12 +225,40 @@ def _run_claims(result: RunResult, key: str) -> dict[str, str]:
     return {f"{key}_{name}": text for name, text in out.items()}
 
 
+def _comparison_words(wd0: RunResult, wd001: RunResult) -> dict[str, str]:
+    """Sentences comparing the control with the WD = 0 run: fixed-tail alphas at the end, FC1 alpha at the
+    peak and traps before the fall (which run has the heavier-tailed, more trapped FC1)."""
+    from grokutils import fits
+
+    def end_mean(result, layer):
+        fitted = fits.fixed_tail_alpha(result, layers=(layer,))
+        return float(fitted[fitted.step == fitted.step.max()].alpha_top25.mean())
+
+    lower = [layer.upper() for layer in ("fc1", "fc2") if end_mean(wd001, layer) < end_mean(wd0, layer)]
+    tails = ("with a fixed tail, the control's " + " and ".join(lower) + " end with the lower alpha (the heavier "
+             "tail) of the two runs" if lower else "with a fixed tail, the run that collapses ends with the lower "
+             "alphas (the heavier tails) in both layers")
+    peak = {key: float(alpha_crossing_table(result).xs("fc1", level="layer")["alpha_grokking"].mean())
+            for key, result in (("wd0", wd0), ("wd001", wd001))}
+    traps = {key: float(trap_onset_table(result).xs("fc1", level="layer").max_traps_before_collapse.max())
+             for key, result in (("wd0", wd0), ("wd001", wd001))}
+    control_heavier = peak["wd001"] < peak["wd0"]
+    control_trapped = traps["wd001"] > traps["wd0"]
+    signals = ("the control has the lower FC1 alpha at its peak and the more traps before its fall, so these "
+               "signals do not single out the run that collapses" if control_heavier and control_trapped else
+               "the run that collapses has the lower FC1 alpha at its peak and the more traps before its fall, as "
+               "the papers' reading expects" if not control_heavier and not control_trapped else
+               "the two signals disagree on which run is the heavier-tailed: one of them points at the control")
+    return {"control_tail_words": tails, "control_signal_words": signals}
+
+
 def shared_claims(wd0: RunResult, wd001: RunResult) -> pd.Series:
     """Every number that more than one chapter states (collapse counts, falls, leads, alpha and traps
     at the end, the fit diagnostics, the alarm evaluation), as text: the one table chapters glue from."""
     from grokutils import alarm_eval, fits, paper
 
     shared = {**_run_claims(wd0, "wd0"), **_run_claims(wd001, "wd001")}
+    shared.update(_comparison_words(wd0, wd001))
     runs = {"WD = 0": wd0, "WD = 0.01": wd001}
     evaluation = alarm_eval.evaluate(runs, {label: fits.fixed_tail_alpha(run) for label, run in runs.items()})
     table = alarm_eval.summary(evaluation)
@@ -243,6 +271,13 @@ def shared_claims(wd0: RunResult, wd001: RunResult) -> pd.Series:
                    "alarm_seeds": str(table.loc[best, "seeds"]), "alarm_best_leads": table.loc[best].iloc[-1],
                    "alarm_monitor_hits": str(monitor.hit), "alarm_monitor_false": str(monitor["false alarm"]),
                    "phase_rule": phase_rule.rule_text()})
+    best_rows = evaluation.xs(best, level="rule")
+    hits = best_rows[best_rows.outcome == "hit"]
+    ahead = int((hits.lead_steps > 0).sum())
+    control_false = int((best_rows.xs("WD = 0.01", level="run").outcome == "false alarm").sum())
+    shared["alarm_lead_words"] = (
+        f"{ahead} of its {len(hits)} hits came before the fall began, and it raised {control_false} false "
+        f"alarms on the {shared['wd001_n_seeds']} seeds of the weight-decay control")
     for layer in ("fc1", "fc2", "average"):
         shared[f"paper_alpha_end_{layer}"] = paper.format_value(*paper.TABLE1_ALPHA[layer]["anti-grokking"])
     for layer in ("fc1", "fc2"):
