@@ -139,6 +139,9 @@ def detector_figure(evaluation: pd.DataFrame, columns: int = 3):
         step_axis(ax)
     for ax in axes.flat[len(rules):]:
         ax.set_visible(False)
+    steps = [int(evaluation[column].max()) for column in ("t_half_fall", "fires") if evaluation[column].notna().any()]
+    last = max(steps, default=1)
+    axes.flat[0].set_xlim(0, last * 1.5)  # shared: every firing and hit window in view
     handles = [plt.Line2D([], [], color=c, marker="o", ls="", label=o) for o, c in OUTCOME_COLOURS.items()
                if o != "quiet"] + [plt.Line2D([], [], color="lightgray", lw=5, label="hit window")]
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8)
