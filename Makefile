@@ -1,7 +1,10 @@
 # Two commands do everything on a fresh machine (see README.md):
-#   make book   execute the notebooks with papermill (PROFILE=accelerated by default) and build the book
-#   make test   unit tests, notebook regression tests (nbval) and checks of the built book
+#   make book   execute the notebooks with papermill (PROFILE=accelerated by default) into
+#               _build/source and build the book from there; the committed notebooks are not touched
+#   make test   unit tests, notebook regression tests (nbval), checks of the built book and a
+#               JupyterLab session in headless Chromium
 # Both create .venv and install the project into it when missing.
+# make notebooks re-executes the committed notebooks in place (to commit new outputs).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
@@ -9,12 +12,19 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 PROFILE ?= accelerated
 INSTALLED := $(VENV)/.installed
+# make book: the book's sources with freshly executed notebooks. Executing into the build, not
+# over the committed notebooks, leaves a clean checkout clean (papermill's timings, widget ids).
+BOOK_SOURCE := _build/source
 # pip on this workplace warns about every package missing from a local mirror; drop that noise
 PIP_NOISE := /is ignored: it is neither a file nor a directory/d
 
 .PHONY: book test notebooks html install browser clean
 
-book: notebooks html
+book: install
+	rm -rf $(BOOK_SOURCE) && mkdir -p $(BOOK_SOURCE)/notebooks
+	cp -R _config.yml _toc.yml book $(BOOK_SOURCE)/
+	$(PYTHON) -m grokutils.tools.execute --profile $(PROFILE) --output-dir $(BOOK_SOURCE)/notebooks
+	$(VENV)/bin/jupyter-book build $(BOOK_SOURCE) --path-output . -W -n --keep-going
 
 test: install browser html
 	$(VENV)/bin/ruff check grokutils tests benchmarks
@@ -29,13 +39,16 @@ $(INSTALLED): pyproject.toml
 	$(PYTHON) -c "import torch, torchvision, weightwatcher, papermill, nbval"
 	touch $@
 
-# Headless Chromium renders the built book in tests/test_book.py (Debian package).
+# Headless Chromium renders the built book (tests/test_book.py) and, driven by chromium-driver
+# through selenium, runs notebooks in JupyterLab (tests/test_lab.py). Debian packages.
 browser:
-	@command -v chromium >/dev/null || { \
+	@{ command -v chromium && command -v chromedriver; } >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "warning: chromium is not installed; the browser test will fail (apt-get install chromium)"; fi; }
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else echo "warning: chromium or chromium-driver is missing; the browser tests will fail" \
+	    "(apt-get install chromium chromium-driver)"; fi; }
 
+# Maintainers: re-execute the committed notebooks in place, then commit them.
 notebooks: install
 	$(PYTHON) -m grokutils.tools.execute --profile $(PROFILE)
 

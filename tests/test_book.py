@@ -230,3 +230,87 @@ def test_math_is_typeset_offline(html_root, chromium, tmp_path):
         f"MathJax typeset {typeset} of {source_math} formulas in {MATH_PAGE} without a network"
     )
     assert "<mjx-merror" not in dom, f"MathJax reported a TeX error in {MATH_PAGE}"
+
+
+# --- issue 22: pages without plumbing, scripts or console errors; the execution report ---------
+
+EXECUTION_PAGE = "book/execution.html"
+NOTEBOOK_PAGES = "notebooks/*.html"
+
+
+def test_no_page_shows_papermills_injected_parameters_cell(html_root):
+    pages = sorted(html_root.glob(NOTEBOOK_PAGES))
+    assert pages
+    shown = [page.name for page in pages if "tag_injected-parameters" in page.read_text(encoding="utf-8")
+             or "# Parameters</span>" in page.read_text(encoding="utf-8")]
+    assert not shown, f"pages showing papermill's injected-parameters cell: {shown}"
+
+
+def test_pages_load_no_script_from_the_network(html_root):
+    remote = {}
+    for page in book_pages(html_root):
+        sources = [tag.get("src") for tag in parse_tags(page).scripts if tag.get("src")]
+        if found := [src for src in sources if local_target(page, src) is None]:
+            remote[page.relative_to(html_root).as_posix()] = found
+    assert not remote, f"scripts loaded from the network: {remote}"
+
+
+def test_each_inline_script_appears_once_per_page(html_root):
+    repeated = {}
+    for page in book_pages(html_root):
+        bodies = re.findall(r"<script>(.*?)</script>", page.read_text(encoding="utf-8"), re.S)
+        if twice := sorted({body[:60] for body in bodies if bodies.count(body) > 1 and "const " in body}):
+            repeated[page.relative_to(html_root).as_posix()] = twice
+    assert not repeated, f"inline scripts declaring constants twice: {repeated}"
+
+
+def test_execution_report_lists_every_notebook(html_root):
+    page = html_root / EXECUTION_PAGE
+    assert page.is_file(), f"{EXECUTION_PAGE} is missing"
+    html = page.read_text(encoding="utf-8")
+    statuses = re.findall(r"<td><p>(ran to the end|failed|not finished)</p></td>", html)
+    assert len(statuses) == len(sorted(html_root.glob(NOTEBOOK_PAGES))), statuses
+    text = re.sub(r"<[^>]+>", " ", html)
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d", text) and re.search(r"\d+ s|\d+\.\d min", text)
+
+
+@pytest.mark.browser
+def test_pages_log_no_console_errors_offline(html_root, chromium):
+    """Every page in headless Chromium (selenium, chromium-driver), every host unresolvable:
+    nothing in the console at level SEVERE (a failed CDN load, a script error)."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    driver_path = shutil.which("chromedriver") or shutil.which("chromedriver", path="/usr/lib/chromium")
+    if driver_path is None:
+        _missing("chromium-driver is not installed (make browser, or apt-get install chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--host-resolver-rules=MAP * ~NOTFOUND", f"--window-size={WINDOW[0]},{WINDOW[1]}"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver.set_page_load_timeout(CHROMIUM_TIMEOUT_S)
+    errors = {}
+    try:
+        for page in book_pages(html_root):
+            driver.get(page.as_uri())
+            driver.execute_script("return document.readyState")
+            found = [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+            if found:
+                errors[page.relative_to(html_root).as_posix()] = found
+    finally:
+        driver.quit()
+    assert not errors, f"console errors: {errors}"
+
+
+def test_make_book_executes_into_the_build_not_over_the_committed_notebooks():
+    """`make book` in a clean checkout leaves `git status` clean: papermill writes the executed
+    notebooks under _build/, and the book is built from there."""
+    dry_run = subprocess.run(["make", "-n", "book"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+                             check=True).stdout
+    [execute] = [line for line in dry_run.splitlines() if "grokutils.tools.execute" in line]
+    assert re.search(r"--output-dir _build/\S+", execute), execute
+    [build] = [line for line in dry_run.splitlines() if "jupyter-book build" in line]
+    assert re.search(r"jupyter-book build _build/\S+ ", build), build

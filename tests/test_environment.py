@@ -32,9 +32,32 @@ def test_environment_yml_installs_the_project():
     assert "--editable ." in pip_section
 
 
-@pytest.mark.parametrize("module", ["torch", "torchvision", "weightwatcher", "papermill", "nbval", "mlxtend"])
+@pytest.mark.parametrize("module", ["torch", "torchvision", "weightwatcher", "papermill", "nbval", "mlxtend",
+                                    "jupyterlab_myst", "selenium"])
 def test_dependency_imports(module):
     importlib.import_module(module)
+
+
+def test_jupyterlab_renders_myst_and_tests_drive_a_browser():
+    """MyST ({cite}, {glue:text}, admonitions) renders in JupyterLab only with jupyterlab-myst;
+    the JupyterLab test drives Chromium with selenium (issue 22)."""
+    names = {requirement.split(">")[0].split("=")[0].split("<")[0] for requirement in _pyproject_requirements()}
+    assert {"jupyterlab-myst", "selenium"} <= names
+
+
+def test_jupyterlab_myst_is_enabled_in_this_lab():
+    import json
+    import subprocess
+    import sys
+
+    listing = subprocess.run([sys.executable, "-m", "jupyter", "labextension", "list", "--json"],
+                             capture_output=True, text=True, timeout=120)
+    if listing.returncode != 0:  # older JupyterLab without --json: read the plain listing
+        listing = subprocess.run([sys.executable, "-m", "jupyter", "labextension", "list"],
+                                 capture_output=True, text=True, timeout=120)
+        assert "jupyterlab-myst" in listing.stdout + listing.stderr
+        return
+    assert "jupyterlab-myst" in json.dumps(json.loads(listing.stdout))
 
 
 def test_weightwatcher_is_the_papers_version():
