@@ -1,13 +1,18 @@
 """One engine for both experiments: train every seed, measure every checkpoint, store the run.
 
-    result = run(MLPConfig(steps=10_000, n_seeds=2))       # or a ModAddConfig
-    result = load_if_stored(config)                       # never trains: None if not stored
+    if __name__ == "__main__":                                # needed in a script: see below
+        result = run(MLPConfig(steps=10_000, n_seeds=2))      # or a ModAddConfig
+        result = load_if_stored(config)                      # never trains: None if not stored
 
 A finished run is loaded from the results store (`grokutils.store`), not recomputed. An
 interrupted one resumes: training from each seed's last checkpoint, measuring from the first
 unmeasured checkpoint. Checkpoints are measured in worker processes while training goes on
 (`n_workers`: None, one per core beyond the training one; 0, in this process at each
 checkpoint). What differs between the experiments comes from their task (`grokutils.tasks`).
+
+The workers are spawned: each imports the main script, so a script calls `run` under
+`if __name__ == "__main__":` (a notebook needs nothing). Without it `run` fails at once and
+says so (`grokutils.workers`). Workers exit when their parent dies, even by kill -9.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -30,9 +36,9 @@ import torch
 from safetensors.torch import load_file
 from tqdm import tqdm
 
-from grokutils import __version__, fast, store, train
+from grokutils import __version__, fast, store, train, workers
 from grokutils.config import is_int, resolve_device
-from grokutils.htsr import import_weightwatcher, worker_init
+from grokutils.htsr import import_weightwatcher
 from grokutils.paths import RESULTS_DIR
 from grokutils.store import RunResult, array_key
 from grokutils.tasks import task_of
@@ -59,6 +65,7 @@ def run(config, results_dir: Path | str = RESULTS_DIR, device: str = "auto", n_w
     Bad arguments fail before any work. A second process on the same config waits for the
     first, then loads its result (`store.load_or_compute`).
     """
+    workers.refuse_in_spawned_import("engine.run")
     task = task_of(config)
     final = store.run_dir(config, Path(results_dir))
     stored = store.load_if_finished(final, task.config_class)
@@ -78,7 +85,7 @@ def _compute(config, final: Path, device: torch.device, n_workers: int, progress
     data = task.data(config)
     started, timings = time.time(), {"train_s": 0.0, "measure_s": 0.0}
     seed_dirs = {seed: work / f"seed{seed}" for seed in range(config.n_seeds)}
-    with _measuring_pool(n_workers) as pool, _threads(device, n_workers):
+    with _measuring_pool(n_workers) as pool, _threads(device, n_workers), _worker_death_explained():
         jobs: list[Future] = []
 
         def submit(seed: int, step: int, path: Path) -> None:
@@ -169,7 +176,19 @@ def _measuring_pool(n_workers: int):
     """`n_workers` spawned processes (fork after torch's thread pools start can deadlock), or inline."""
     if n_workers == 0:
         return _InlinePool()
-    return ProcessPoolExecutor(n_workers, get_context("spawn"), initializer=worker_init)
+    return ProcessPoolExecutor(n_workers, get_context("spawn"), initializer=workers.worker_init)
+
+
+@contextlib.contextmanager
+def _worker_death_explained() -> Iterator[None]:
+    """A measuring worker that died (its traceback is above it in stderr) stops the run with
+    what to check; the run's `.partial` folder is kept, and a rerun resumes from it."""
+    try:
+        yield
+    except BrokenProcessPool as err:
+        raise RuntimeError(f"a measuring worker process died (killed for memory, or see its error above); "
+                           f"the run resumes when started again. In a script, "
+                           f"{workers.MAIN_GUARD_ADVICE}") from err
 
 
 @contextlib.contextmanager

@@ -213,3 +213,66 @@ def test_run_killed_at_a_checkpoint_resumes_and_matches(finished, tmp_path, monk
     assert not store.partial_dir(final).exists()
     pd.testing.assert_frame_equal(resumed.curves, finished.curves)
     pd.testing.assert_frame_equal(resumed.layers, finished.layers)
+
+
+NO_MAIN_GUARD = textwrap.dedent("""
+    import sys
+    from grokutils import engine
+    from grokutils.config import MLPConfig
+    engine.run(MLPConfig(steps=20, n_checkpoints=3), results_dir=sys.argv[1], device="cpu", n_workers=1,
+               progress=False)
+""")
+
+
+def test_a_script_without_a_main_guard_fails_with_advice_instead_of_hanging(tmp_path):
+    """Spawned measuring workers import the main script: without the guard the worker would
+    run it again and wait forever on its own parent's run lock."""
+    script = tmp_path / "no_guard.py"
+    script.write_text(NO_MAIN_GUARD)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "results")], capture_output=True, text=True,
+                          timeout=240, cwd=tmp_path)
+    assert done.returncode != 0
+    assert "if __name__ == '__main__':" in done.stderr.strip().splitlines()[-1], done.stderr[-3000:]
+    assert "no main guard" in done.stderr
+
+
+HOLD_A_POOL = textwrap.dedent("""
+    import os, sys, time
+    from multiprocessing import resource_tracker
+    from grokutils import engine
+    if __name__ == "__main__":
+        with engine._measuring_pool(1) as pool:
+            print(pool.submit(os.getpid).result(), resource_tracker._resource_tracker._pid, flush=True)
+            time.sleep(600)
+""")
+
+
+def _alive(pid: int) -> bool:
+    """True if process `pid` runs (a zombie, dead but not yet reaped, counts as dead)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_measuring_workers_die_with_their_parent(tmp_path):
+    """kill -9 of the engine's process: its worker and the resource tracker exit too."""
+    script = tmp_path / "pool.py"
+    script.write_text(HOLD_A_POOL)
+    process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        worker, tracker = map(int, process.stdout.readline().split())
+        assert _alive(worker) and _alive(tracker)
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        process.stdout.close()
+    deadline = time.time() + 30
+    while time.time() < deadline and (_alive(worker) or _alive(tracker)):
+        time.sleep(0.2)
+    survivors = [pid for pid in (worker, tracker) if _alive(pid)]
+    for pid in survivors:  # leave nothing behind, then fail
+        os.kill(pid, signal.SIGKILL)
+    assert not survivors, f"worker {worker} / resource tracker {tracker} outlived their parent"

@@ -68,7 +68,7 @@ import torch
 from torch import nn
 
 from grokutils.config import log_spaced_steps
-from grokutils.htsr import analyze_matrices, import_weightwatcher, worker_init
+from grokutils.htsr import analyze_matrices, import_weightwatcher
 from grokutils.measures import shuffle_seed
 from grokutils.tools.alarm_log import (
     ALPHA_THRESHOLD,
@@ -80,6 +80,7 @@ from grokutils.tools.alarm_log import (
     write_log,
 )
 from grokutils.tools.alarm_log import read_log as read_log  # re-exported: the reader of the monitor's log
+from grokutils.workers import worker_init
 
 log = logging.getLogger(__name__)
 
