@@ -323,3 +323,32 @@ def test_no_committed_widget_output_shows_its_python_repr():
 def test_the_paper_profile_lets_its_training_cells_run_for_days():
     limits = execute.progress_timeouts("paper")
     assert all(limits.get(name, 0) >= 86400 for name in ("01_mlp_grokking", "02_wd_control", "03_modular_addition"))
+
+
+# Notebooks being edited elsewhere when the plumbing tags came in (issue 22): their tags are set by
+# `python -m grokutils.tools.execute --tidy-metadata --only NAME...` once those edits land; then
+# drop them from this list.
+TAGS_PENDING = {"01_mlp_grokking", "02_wd_control", "07_alarm", "08_accelerated_protocol", "90_scorecard"}
+
+
+@pytest.mark.parametrize("path", [pytest.param(path, marks=pytest.mark.xfail(reason="plumbing tags pending"))
+                                  if path.stem in TAGS_PENDING else path for path in NOTEBOOKS],
+                         ids=lambda p: p.stem)
+def test_plumbing_cells_are_collapsed_in_the_book(path):
+    """Imports, parameters and run loading show a code toggle, config and provenance tables are
+    collapsed: the chapter's first figure comes early on its page (the prose stays)."""
+    notebook = nbformat.read(path, as_version=4)
+    assert not execute.tidy_metadata(notebook), f"{path.name}: run execute --tidy-metadata --only {path.stem}"
+
+
+def test_plumbing_tags_follow_the_cells_role():
+    cells = [nbformat.v4.new_code_cell("import pandas as pd"), nbformat.v4.new_markdown_cell("Prose."),
+             nbformat.v4.new_code_cell("x: int = 1", metadata={"tags": ["parameters"]}),
+             nbformat.v4.new_code_cell("config = setup()"), nbformat.v4.new_code_cell("setup(config)"),
+             nbformat.v4.new_code_cell("result = runs.mlp()", metadata={"tags": ["progress"]}),
+             nbformat.v4.new_code_cell("run_summary(result)"), nbformat.v4.new_code_cell("fig = figure()")]
+    notebook = nbformat.v4.new_notebook(cells=cells)
+    assert execute.tidy_metadata(notebook) and not execute.tidy_metadata(notebook)
+    tags = [cell.metadata.get("tags", []) for cell in notebook.cells]
+    assert tags == [["hide-input"], [], ["parameters", "hide-input"], [], ["hide-cell"], ["progress", "hide-input"],
+                    ["hide-cell"], []]

@@ -59,6 +59,8 @@ DIRECTORY_PARAMETERS = ("results_dir",)  # "" means the default folder
 # The kernel spec JupyterLab 4 writes for ipykernel's kernel; any other display name makes Lab
 # rewrite it on opening, which marks the notebook modified.
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+# Cells the book collapses whole (input and output): the config and provenance tables.
+COLLAPSED_CALLS = ("setup(", "run_summary(")
 # What an interactive widget's output says where no widget manager runs (an untrusted notebook, the book).
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 WIDGET_PLACEHOLDER = "Interactive explorer: run the notebook's cells in JupyterLab to get the slider."
@@ -176,14 +178,36 @@ def tidy_executed(path: Path, name: str) -> None:
     nbformat.write(notebook, path)
 
 
+def plumbing_tags(cell: nbformat.NotebookNode, first_code: bool) -> set[str]:
+    """The MyST-NB tags that collapse a plumbing cell in the book (its prose stays): the imports
+    (the first code cell), the parameters, the cells that load or train a run (`progress`) show
+    only a toggle for their code; `setup()` and `run_summary(...)` (config and provenance
+    tables) are collapsed whole."""
+    if cell.cell_type != "code":
+        return set()
+    tags = set(cell.metadata.get("tags", []))
+    if first_code or "parameters" in tags or PROGRESS_TAG in tags:
+        return {"hide-input"}
+    if cell.source.lstrip().startswith(COLLAPSED_CALLS):
+        return {"hide-cell"}
+    return set()
+
+
 def tidy_metadata(notebook: nbformat.NotebookNode) -> bool:
     """Give `notebook` the kernel spec JupyterLab writes (KERNELSPEC), so that opening it in Lab
-    changes nothing; True if it changed. `python -m grokutils.tools.execute --tidy-metadata`
-    applies it to every notebook of the book without executing any."""
-    if notebook.metadata.get("kernelspec") == KERNELSPEC:
-        return False
+    changes nothing, and its plumbing cells their `plumbing_tags`; True if anything changed.
+    `python -m grokutils.tools.execute --tidy-metadata` applies it to every notebook of the book
+    (or those of `--only`) without executing any."""
+    changed = notebook.metadata.get("kernelspec") != KERNELSPEC
     notebook.metadata["kernelspec"] = dict(KERNELSPEC)
-    return True
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    for cell in code:
+        tags = cell.metadata.get("tags", [])
+        missing = sorted(plumbing_tags(cell, cell is code[0]) - set(tags))
+        if missing:
+            cell.metadata["tags"] = [*tags, *missing]
+            changed = True
+    return changed
 
 
 class IPCKernelManager(AsyncKernelManager):
@@ -276,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             notebook = nbformat.read(path, as_version=4)
             if tidy_metadata(notebook):
                 nbformat.write(notebook, path)
-                log.info("kernel spec set in %s", path.relative_to(REPO_ROOT))
+                log.info("kernel spec and plumbing tags set in %s", path.relative_to(REPO_ROOT))
         return 0
     cwd = Path.cwd()
     name = caller_paths({"profile": args.profile}, cwd)["profile"]
