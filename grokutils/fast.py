@@ -54,7 +54,8 @@ class BatchedTrainer:
     """S seeds of one config as one batched model on one device; `run(n)` takes n steps.
 
     On CUDA the steps are replayed from CUDA graphs (captured on first use), by default with
-    the step compiled by `torch.compile` inside. On the CPU they run from the same static
+    the step compiled by `torch.compile` inside; where compiling or capturing fails, the eager
+    step (and no graphs) takes over, with one WARNING. On the CPU they run from the same static
     buffers, compiled by default in float32 (fused element-wise code, 1.5x faster; round-off
     differs from the plain loop) and eager in float64 (bitwise equal to the plain loop).
     `diverged` maps seed -> the first checked step with a non-finite loss,
@@ -173,7 +174,11 @@ class BatchedTrainer:
             self.diverged[seed] = min(first, self.diverged.get(seed, first))
 
     def _capture(self) -> None:
-        """Warm up (and compile) on a side stream, then capture one CUDA graph per 2^j steps."""
+        """Warm up (and compile) on a side stream, then capture one CUDA graph per 2^j steps.
+
+        If capture fails, with the compiled step and then with the eager one, training goes on
+        with the eager step and no graphs, after one WARNING: a slower run, not a stopped one.
+        """
         with self._steps_undone():  # the warm-up steps do not count
             side = torch.cuda.Stream(self.device)
             side.wait_stream(torch.cuda.current_stream(self.device))
@@ -183,15 +188,27 @@ class BatchedTrainer:
                 for _ in range(3):
                     self._slot_step(0)
             torch.cuda.current_stream(self.device).wait_stream(side)
+        failure = self._capture_or_none()
+        if failure is None:
+            return
+        if self.step_fn is not self.eager_step:  # the compiled step may be what capture refused
+            self.step_fn = self.eager_step
+            if self._capture_or_none() is None:
+                log.warning("CUDA graph capture of the compiled step failed (%s: %s); replaying graphs of the "
+                            "eager step instead", type(failure).__name__, failure)
+                return
+        self.graphs, self.use_graphs, self.use_compile = None, False, False
+        log.warning("CUDA graph capture failed (%s: %s); training on with the eager step, without graphs "
+                    "(the same arithmetic, slower)", type(failure).__name__, failure)
+
+    def _capture_or_none(self) -> Exception | None:
+        """Capture the graphs of the current step: None if it worked, else the error (no graphs kept)."""
         try:
             self.graphs = self._capture_graphs()
-        except Exception as err:
-            if self.step_fn is self.eager_step:
-                raise
-            log.warning("capturing the compiled step failed (%s: %s); capturing the eager step",
-                        type(err).__name__, err)
-            self.step_fn = self.eager_step
-            self.graphs = self._capture_graphs()
+            return None
+        except Exception as err:  # an unsupported op, a driver without capture: eager steps still work
+            self.graphs = None
+            return err
 
     def _compile_without_graphs(self) -> None:
         """Compile the step (CPU): one trial step on copies, so the state is left as it was."""

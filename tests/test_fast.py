@@ -349,3 +349,58 @@ def test_engine_on_cuda_matches_the_cpu_run(tmp_path, tiny_run):
         if column in tiny_run.curves:
             torch.testing.assert_close(torch.tensor(on_gpu.curves[column].to_numpy()),
                                        torch.tensor(tiny_run.curves[column].to_numpy()), rtol=1e-9, atol=1e-12)
+
+
+# --- a GPU whose graph capture or compilation fails: eager steps, one warning ---------------------
+
+
+def _cuda_without_graphs(monkeypatch) -> None:
+    """Stand-ins for the CUDA calls of the capture path, on the CPU: streams do nothing, capture fails."""
+    from contextlib import nullcontext
+    from types import SimpleNamespace
+
+    stream = SimpleNamespace(wait_stream=lambda other: None)
+
+    def failing_graph(*args, **kwargs):
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+
+    for name, value in {"Stream": lambda device=None: stream, "stream": lambda s: nullcontext(),
+                        "current_stream": lambda device=None: stream, "CUDAGraph": lambda: object(),
+                        "graph": failing_graph, "synchronize": lambda device=None: None}.items():
+        monkeypatch.setattr(torch.cuda, name, value)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_failed_graph_capture_falls_back_to_eager_steps_with_one_warning(compiled, monkeypatch, caplog):
+    """As on a GPU where capture fails (with the compiled step, then with the eager one):
+    training goes on with the eager step, same numbers, and says so once."""
+    x, y = _tiny_data()
+    config = MLPConfig(steps=40)
+    expected = fast.BatchedTrainer(config, [0, 1], x, y, CPU, chunk=8, use_compile=False).run(40, record=True)
+    if compiled:  # a "compiled" step that is not the eager function itself, without compiling
+        monkeypatch.setattr(torch, "compile", lambda step, **kwargs: lambda *args: step(*args))
+    _cuda_without_graphs(monkeypatch)
+    trainer = fast.BatchedTrainer(config, [0, 1], x, y, CPU, chunk=8, use_compile=compiled)
+    trainer.use_graphs = True  # what a CUDA device gets
+    with caplog.at_level("WARNING", logger="grokutils"):
+        losses = torch.cat([trainer.run(24, record=True), trainer.run(16, record=True)])
+    _assert_same(losses, expected, "losses")
+    assert trainer.graphs is None and trainer.step_fn is trainer.eager_step
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert len(warnings) == 1 and "eager" in warnings[0] and "not permitted" in warnings[0], warnings
+
+
+def test_failed_compilation_falls_back_to_the_eager_step_with_one_warning(monkeypatch, caplog):
+    def no_compiler(step, **kwargs):
+        raise RuntimeError("no working C++ compiler")
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    x, y = _tiny_data()
+    config = MLPConfig(steps=20, dtype="float32")
+    expected = fast.BatchedTrainer(config, [0], x, y, CPU, use_compile=False).run(20, record=True)
+    trainer = fast.BatchedTrainer(config, [0], x, y, CPU)  # float32 on the CPU: compiled by default
+    with caplog.at_level("WARNING", logger="grokutils"):
+        losses = trainer.run(20, record=True)
+    _assert_same(losses, expected, "losses")
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert len(warnings) == 1 and "eager" in warnings[0] and "no working C++ compiler" in warnings[0], warnings
