@@ -24,7 +24,8 @@ def test_alpha_table_puts_paper_beside_ours(tiny_run):
     table = figures.alpha_table(tiny_run, find_phases(tiny_run.curves))
     assert table.loc[("fc1", "anti-grokking"), "paper"] == "0.9 ± 0.4"
     assert table.loc[("average", "pre-grokking"), "ours, paper's edge"] == "not reached"
-    assert "(step 30)" in table.loc[("fc1", "pre-grokking"), "ours, our edge"]
+    assert "(step 30; tail " in table.loc[("fc1", "pre-grokking"), "ours, our edge"]  # the tail size beside alpha
+    assert "(step 30)" in table.loc[("average", "pre-grokking"), "ours, our edge"]
 
 
 def test_traps_table_uses_the_right_paper_rows(tiny_run):

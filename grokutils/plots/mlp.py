@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from grokutils import paper
+from grokutils.fits import WIDE_TAIL, with_fit_diagnostics
 from grokutils.measures import with_average_alpha, with_fc1_entropy
 from grokutils.phases import PEAK_BAND, Phases, paper_edge_steps, shade_phases, smoothed_curves
 from grokutils.plots.common import band, stamp_protocol, step_axis
@@ -101,8 +102,12 @@ def progress_measures_figure(result: RunResult, phases: Phases) -> plt.Figure:
 
 def phase_edge_table(result: RunResult, phases: Phases, column: str, layers: tuple[str, ...],
                      paper_values: dict) -> pd.DataFrame:
-    """`column` per layer at our phase edges and at the papers' 1e5/1e6/1e7, beside the paper's."""
-    frame = with_average_alpha(result.layers)
+    """`column` per layer at our phase edges and at the papers' 1e5/1e6/1e7, beside the paper's.
+
+    Beside each alpha of a fitted layer: the fitted tail's share of the spectrum (`grokutils.fits`),
+    marked 'wide' when it exceeds one half.
+    """
+    frame = with_average_alpha(with_fit_diagnostics(result.layers))
     ours, fixed = phases.edge_steps(), paper_edge_steps(frame.step.unique())
     rows = []
     for layer in layers:
@@ -110,8 +115,11 @@ def phase_edge_table(result: RunResult, phases: Phases, column: str, layers: tup
             row = {"layer": layer, "phase": phase, "paper": paper.format_value(*paper_values[layer][phase])}
             for label, edges in (("ours, our edge", ours), ("ours, paper's edge", fixed)):
                 step = edges.get(phase)
-                values = frame[(frame.layer == layer) & (frame.step == step)][column] if step is not None else None
-                row[label] = "not reached" if step is None else f"{paper.mean_sd(values)} (step {step:,})"
+                at = frame[(frame.layer == layer) & (frame.step == step)] if step is not None else frame.iloc[:0]
+                tail = at.tail_size.astype(float).mean() if column == "alpha" and layer != "average" else None
+                note = "" if tail is None or pd.isna(tail) else \
+                    f"; tail {tail:.2f}{' wide' if tail > WIDE_TAIL else ''}"
+                row[label] = "not reached" if step is None else f"{paper.mean_sd(at[column])} (step {step:,}{note})"
             rows.append(row)
     return pd.DataFrame(rows).set_index(["layer", "phase"])
 
