@@ -93,3 +93,27 @@ def test_modadd_claims_from_the_stored_smoke_run():
     assert card.loc["test accuracy, anti-grokking", "verdict"] == "not run yet"  # the smoke run never collapses
     assert card.loc["test accuracy, grokking", "paper"] == "0.97 ± 0.02"
     assert card.loc["test accuracy, grokking", "verdict"] in scorecard.VERDICTS
+
+
+def test_no_row_passes_absurd_values(monkeypatch):
+    """A run whose alpha is 50 and trap count 100 everywhere, and whose test accuracy never rises,
+    reproduces nothing: every row of the card can fail."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from grokutils.config import MLPConfig
+    from grokutils.store import RunResult
+
+    steps = [0, 10, 100, 1_000, 10_000, 100_000]
+    curves = pd.DataFrame([{"seed": s, "step": t, "train_accuracy": 1.0 if t >= 100 else 0.5, "test_accuracy": 0.1}
+                           for s in range(3) for t in steps])
+    layers = pd.DataFrame([{"seed": s, "step": t, "layer": layer, "alpha": 50.0, "traps": 100, "num_pl_spikes": 20,
+                            "num_evals": 200} for s in range(3) for t in steps for layer in ("fc1", "fc2")])
+    run = RunResult(Path("synthetic"), MLPConfig(steps=100_000, n_seeds=3), {}, curves, layers)
+    control = dataclasses.replace(run, config=dataclasses.replace(run.config, weight_decay=0.01))
+    monkeypatch.setattr(scorecard, "_ks_claims", lambda result, edges: [])  # no stored spectra here
+    card = scorecard.mlp_scorecard((run, control))
+    scored = card[~card["verdict, accelerated"].isin(["not run yet"])]
+    passed = scored[scored["verdict, accelerated"] == "reproduced"].claim.tolist()
+    assert passed == ["train accuracy reaches 100%", "WD = 0.01: no collapse (test accuracy plateaus)"]
