@@ -9,7 +9,8 @@ is touched; selenium drives Debian's chromium through chromium-driver. The test
   not shown as raw text;
 * runs all of 05's cells: no error output; the explorer renders as a slider, and moving the
   slider redraws the figure;
-* opens notebook 00 and runs it: no error output.
+* opens notebook 00 and runs it: no error output;
+* opens every other notebook: none is marked modified once its kernel is idle.
 
 Every wait is bounded (LAB_TIMEOUT_S in all), the server is stopped at the end, and a failure
 leaves screenshots and the server's log in `_build/test-lab/` (printed in the message).
@@ -261,3 +262,12 @@ def _check_notebooks(lab, browser) -> None:
     state = _run_all(browser, path)
     errors = [error for cell in state["cells"] for error in cell["errors"]]
     assert not errors, f"{path}: error outputs {errors}"
+
+    opened_dirty = []
+    for notebook in sorted((REPO_ROOT / "notebooks").glob("[0-9]*.ipynb")):
+        path = f"notebooks/{notebook.name}"
+        if path not in ("notebooks/05_prototypes.ipynb", "notebooks/00_data.ipynb"):
+            if _open(browser, url, token, path)["dirty"]:
+                opened_dirty.append(notebook.name)
+            browser.execute_script(PANEL + "panel.sessionContext.shutdown().then(() => panel.dispose());")
+    assert not opened_dirty, f"marked modified right after opening: {opened_dirty}"
