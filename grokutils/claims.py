@@ -199,6 +199,8 @@ def _run_claims(result: RunResult, key: str) -> dict[str, str]:
     leads = fc1.lead_steps[collapse.collapsed.reindex(fc1.index).fillna(False).astype(bool)]
     fitted = fits.fixed_tail_alpha(result)
     last = fitted[fitted.step == fitted.step.max()]
+    peaks = {seed: p.t_peak for seed, p in seed_phases(result).items()}
+    at_peak = fitted[(fitted.layer == "fc1") & (fitted.step == fitted.seed.map(peaks))]
     out = {"n_seeds": str(len(collapse)), "n_collapsed": str(int(collapse.collapsed.sum())),
            "fall": paper.mean_sd(collapse.fall, ".3f"), "fall_collapsed": paper.mean_sd(down.fall, ".3f"),
            "t_collapse": _steps_text(down.t_collapse), "t_half_fall": _steps_text(down.t_half_fall),
@@ -212,6 +214,15 @@ def _run_claims(result: RunResult, key: str) -> dict[str, str]:
            "traps_end_fc2": paper.mean_sd(_at_last_step(result, "fc2", "traps"), ".1f")}
     for layer in ("fc1", "fc2", "average"):
         out[f"alpha_end_{layer}"] = paper.mean_sd(_at_last_step(result, layer), ".2f")
+    out["fc1_tail_peak"] = paper.mean_sd(at_peak.tail_size, ".2f")  # at each seed's test peak
+    out["fc1_n_wide_peak"] = str(int(at_peak.wide_tail.sum()))
+    for column in ("alpha_top10", "alpha_top25"):
+        out[f"fc1_{column}_peak"] = paper.mean_sd(at_peak[column], ".2f")
+    below = {column: bool(at_peak[column].mean() < ALPHA_LINE) for column in ("alpha", "alpha_top10", "alpha_top25")}
+    out["fc1_peak_words"] = (
+        "WeightWatcher's FC1 alpha is not below 2 at the peak" if not below["alpha"] else
+        "an FC1 alpha below 2 at the peak holds with fixed tails too" if below["alpha_top10"] and below["alpha_top25"]
+        else "an FC1 alpha below 2 at the peak is a property of the wide fit, not of the tail")
     for layer in ("fc1", "fc2"):
         mine = last[last.layer == layer]
         out[f"{layer}_tail_end"] = paper.mean_sd(mine.tail_size, ".2f")
