@@ -23,7 +23,8 @@ from types import ModuleType
 import numpy as np
 import pandas as pd
 
-# The call of the authors' notebook (PAPERS.md): traps come from `randomize=True`.
+# The call of the authors' public notebook (WeightWatcher-Examples, Grokking-MNIST.ipynb):
+# traps come from `randomize=True`.
 AUTHORS_ANALYZE_KWARGS: dict = dict(
     vectors=True, detX=True, plot=False, fix_fingers="clip_xmax", randomize=True
 )

@@ -72,7 +72,7 @@ def test_planted_trap_alarms_and_random_layer_stays_quiet(tmp_path):
     # sd * (N M)^(1/4) = 0.58, so the shuffled matrix has one eigenvalue out of the MP bulk.
     model, log_path = toy_model(plant=3.0), tmp_path / "log.csv"
     with pytest.warns(AlarmWarning, match=r"layer '0': 1 trap") as caught:
-        with Monitor(model, steps=[0, 10], log_path=log_path, worker="thread") as monitor:
+        with Monitor(model, steps=[0, 10], log_path=log_path, worker="thread", max_traps=0) as monitor:
             assert train(model, monitor, 10) == 10
     assert len([w for w in caught if issubclass(w.category, AlarmWarning)]) == 1  # once per layer and kind
     table = monitor.log
@@ -144,9 +144,20 @@ def test_bad_arguments_are_rejected_before_work(kwargs, message):
         Monitor(toy_model(), **kwargs)
 
 
+def test_by_default_a_trap_is_logged_not_alarmed(tmp_path):
+    model = toy_model(plant=3.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AlarmWarning)
+        with Monitor(model, steps=[0, 10], worker="thread") as monitor:
+            assert train(model, monitor, 10) == 10
+    table = monitor.log
+    assert (table[table.layer == "0"].traps >= 1).any() and not table.alarm.any() and not monitor.should_stop
+
+
 def test_alarm_reasons_read_alpha_and_traps():
     frame = pd.DataFrame({"alpha": [1.2, 3.0, np.nan, 1.9], "traps": pd.array([0, 2, 1, pd.NA], dtype="Int64")})
-    assert alarm_reasons(frame).tolist() == ["alpha 1.20 < 2", "2 traps", "1 trap", "alpha 1.90 < 2"]
+    assert alarm_reasons(frame, max_traps=0).tolist() == ["alpha 1.20 < 2", "2 traps", "1 trap", "alpha 1.90 < 2"]
+    assert alarm_reasons(frame).tolist() == ["alpha 1.20 < 2", "", "", "alpha 1.90 < 2"]  # default: traps only logged
     assert alarm_reasons(frame.assign(alpha=5.0), max_traps=1).tolist() == ["", "2 traps", "", ""]
 
 

@@ -81,7 +81,9 @@ def test_folder_gives_the_table_over_steps(tmp_path, capsys):
     torch.save(random_state(plant=5.0), folder / "ckpt-20.pt")
     (folder / "README.md").write_text("ignored")
     torch.save(random_state(), folder / "best.pt")  # no step in its name: skipped
-    assert main([str(folder), "--out", str(tmp_path / "table.csv"), "--fail-on-alarm"]) == 1
+    assert main([str(folder), "--out", str(tmp_path / "table.csv"), "--fail-on-alarm"]) == 0  # traps: listed
+    assert "1 trap" not in capsys.readouterr().out.split("ALARM")[-1]
+    assert main([str(folder), "--out", str(tmp_path / "table.csv"), "--fail-on-alarm", "--max-traps", "0"]) == 1
     out = capsys.readouterr().out
     assert out.splitlines()[0].split() == ["step", "layer", "rows", "cols", "alpha", "traps", "reason"]
     assert "ALARM: 1 layer(s) alarm; first at step 20, layer 'fc': 1 trap" in out

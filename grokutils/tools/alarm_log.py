@@ -1,8 +1,10 @@
 """The tidy log of HTSR alarms shared by `grokutils.tools.monitor` and `grokutils.tools.watch`.
 
 One row per analyzed (step, layer), `LOG_COLUMNS` first and the analyzer's other columns
-after them. A row alarms when its alpha is below `ALPHA_THRESHOLD` (2) or it has more than
-`max_traps` (0) correlation traps; a failed fit (alpha NaN) raises no alpha alarm. A layer
+after them. A row alarms when its alpha is below `ALPHA_THRESHOLD` (2), or, only when
+`max_traps` is given, when it has more than `max_traps` correlation traps (by default traps
+are logged but raise no alarm: `grokutils.alarm_eval` found trap counts alarming on every
+stored seed, collapsing or not); a failed fit (alpha NaN) raises no alpha alarm. A layer
 whose weights hold NaN or Inf is not analyzed: its row (column `nonfinite` True, present in
 a log once any layer had such weights) always alarms. The log
 is written atomically as CSV or Parquet (`LOG_SUFFIXES`) and read back as written.
@@ -25,13 +27,13 @@ NONFINITE_REASON = "non-finite weights (NaN or Inf)"
 
 
 def alarm_reasons(frame: pd.DataFrame, alpha_threshold: float = ALPHA_THRESHOLD,
-                  max_traps: int = 0) -> pd.Series:
+                  max_traps: int | None = None) -> pd.Series:
     """Per row, why it alarms ('alpha 1.83 < 2', '3 traps', both joined by '; '; or
     NONFINITE_REASON) or ''."""
     alpha = pd.to_numeric(frame["alpha"], errors="coerce")
     traps = pd.to_numeric(frame["traps"], errors="coerce")
     low_alpha = (alpha < alpha_threshold).fillna(False)
-    trapped = (traps > max_traps).fillna(False)
+    trapped = (traps > max_traps).fillna(False) if max_traps is not None else [False] * len(frame)
     nonfinite = frame["nonfinite"].fillna(False).astype(bool) if "nonfinite" in frame else [False] * len(frame)
     reasons = []
     for a, t, is_low, is_trapped, is_nonfinite in zip(alpha, traps, low_alpha, trapped, nonfinite):
@@ -57,7 +59,7 @@ def nonfinite_rows(step: int, matrices: dict[str, np.ndarray]) -> pd.DataFrame:
 
 
 def tidy_log(frames: Iterable[pd.DataFrame], alpha_threshold: float = ALPHA_THRESHOLD,
-             max_traps: int = 0) -> pd.DataFrame:
+             max_traps: int | None = None) -> pd.DataFrame:
     """One row per (step, layer), LOG_COLUMNS first, with the alarm flag and its reason."""
     frames = [frame for frame in frames if len(frame)]
     if not frames:

@@ -31,9 +31,16 @@ How it works and what it promises:
   WeightWatcher does with Conv2d layers (it slices the kernel into k_h * k_w matrices of
   shape (out, in) and pools their eigenvalues), so conv alphas differ from `ww.analyze`;
   Linear layers match it exactly. Pass `layers=[...]` to choose layers by module name.
-* An alarm is a layer with alpha < `alpha_threshold` (2) or more than `max_traps` (0)
-  traps, or with NaN or Inf weights (checked on the training thread at each scheduled step;
-  such a layer is not analyzed, the others are). A failed power-law fit (alpha NaN) raises
+* An alarm is a layer with alpha < `alpha_threshold` (2), or with NaN or Inf weights, or,
+  only if `max_traps` is set, with more than `max_traps` traps. Validated on the stored runs
+  of this book (chapter 07, `grokutils.alarm_eval`: the two accelerated MLP runs, 3 seeds
+  each, 2e5 steps, the smoke runs and the modular-addition run): alpha < 2 in FC1 or FC2
+  caught every collapse, but only as the fall began, and also fired on the weight-decay
+  control that did not collapse; a trap count alarmed early on every seed, collapsing or
+  not, so traps are logged but do not alarm by default. No rule tested there warns ahead of
+  every collapse without false alarms: treat an alarm as "look at the test curve now", not
+  as a forecast. NaN or Inf weights are checked on the training thread at each scheduled
+  step; such a layer is not analyzed, the others are. A failed power-law fit (alpha NaN) raises
   no alpha alarm. The monitor then issues
   an `AlarmWarning` (once per layer and kind of alarm, on the training thread, at the first
   `step` call after the analysis finished), sets `monitor.should_stop`, and, with
@@ -179,7 +186,7 @@ class Monitor:
     def __init__(self, model: nn.Module, total_steps: int | None = None, *,
                  steps: Iterable[int] | None = None, n_checkpoints: int = 40,
                  log_path: Path | str | None = None, layers: Sequence[str] | None = None,
-                 alpha_threshold: float = ALPHA_THRESHOLD, max_traps: int = 0,
+                 alpha_threshold: float = ALPHA_THRESHOLD, max_traps: int | None = None,
                  raise_on_alarm: bool = False, worker: str = "process", max_pending: int = 4,
                  seed: int = 0, analyzer: Callable = analyze_matrices, analyze_kwargs: dict | None = None):
         """Args:
@@ -198,8 +205,9 @@ class Monitor:
             raise ValueError(f"worker must be 'process' or 'thread', got {worker!r}")
         if not isinstance(max_pending, int) or max_pending < 1:
             raise ValueError(f"max_pending must be a positive integer, got {max_pending!r}")
-        if not isinstance(max_traps, int) or max_traps < 0:
-            raise ValueError(f"max_traps must be a non-negative integer, got {max_traps!r}")
+        if max_traps is not None and (not isinstance(max_traps, int) or isinstance(max_traps, bool) or max_traps < 0):
+            raise ValueError(f"max_traps must be None (traps do not alarm) or a non-negative integer, "
+                             f"got {max_traps!r}")
         self.modules = analyzed_modules(model, layers)
         self.alpha_threshold, self.max_traps, self.raise_on_alarm = alpha_threshold, max_traps, raise_on_alarm
         self.worker, self.max_pending, self.seed = worker, max_pending, seed

@@ -156,7 +156,8 @@ def checkpoint_files(folder: Path) -> list[tuple[int, Path]]:
 
 
 def watch(path: Path | str, key: str | None = None, match: str | None = None, seed: int = 0,
-          alpha_threshold: float = ALPHA_THRESHOLD, max_traps: int = 0, progress: bool = False) -> pd.DataFrame:
+          alpha_threshold: float = ALPHA_THRESHOLD, max_traps: int | None = None,
+          progress: bool = False) -> pd.DataFrame:
     """The monitor's tidy log for one checkpoint file or a folder of them (one row per step, layer)."""
     path = Path(path)
     if not path.exists():
@@ -198,7 +199,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--match", help="analyze only tensors whose names match this regular expression")
     parser.add_argument("--seed", type=int, default=0, help="seed of the W_rand shuffle (default 0)")
     parser.add_argument("--alpha-threshold", type=float, default=ALPHA_THRESHOLD, help="alarm below this alpha")
-    parser.add_argument("--max-traps", type=int, default=0, help="alarm above this many traps (default 0)")
+    parser.add_argument("--max-traps", type=int, default=None,
+                        help="also alarm above this many traps (default: traps are listed, not alarmed; chapter 07)")
     parser.add_argument("--out", type=Path, help=f"also write the full table here ({' or '.join(LOG_SUFFIXES)})")
     parser.add_argument("--fail-on-alarm", action="store_true", help="exit with status 1 if any layer alarms")
     return parser.parse_args(argv)
