@@ -328,7 +328,7 @@ def test_the_paper_profile_lets_its_training_cells_run_for_days():
 # Notebooks being edited elsewhere when the plumbing tags came in (issue 22): executing one with
 # `grokutils.tools.execute` sets its tags, as does `python -m grokutils.tools.execute --tidy-metadata
 # --only NAME...`; then drop it from this list (a tidied one left here shows as XPASS).
-TAGS_PENDING = {"08_accelerated_protocol"}
+TAGS_PENDING: set[str] = set()
 
 
 @pytest.mark.parametrize("path", [pytest.param(path, marks=pytest.mark.xfail(reason="plumbing tags pending"))
