@@ -49,3 +49,21 @@ def test_paper_clock():
     assert compare.paper_clock([1e6], 5e-3)[0] == pytest.approx(1e7)
     with pytest.raises(ValueError, match="lr must be a positive number"):
         compare.paper_clock([1], 0)
+
+
+def falling_run(name: str, fall: float) -> RunResult:
+    """Two seeds that fit at step 10, peak at 0.9 and fall by `fall`, with fc1 alpha and traps."""
+    steps = np.unique(np.round(np.geomspace(1, 100_000, 60)).astype(int))
+    test = np.where(steps < 1000, 0.9, 0.9 - fall * np.clip(np.log10(steps / 1000) / 2, 0, 1))
+    curves = pd.DataFrame([{"seed": seed, "step": step, "train_accuracy": 1.0 if step >= 10 else 0.5,
+                            "test_accuracy": value} for seed in (0, 1) for step, value in zip(steps, test)])
+    layers = curves[["seed", "step"]].assign(layer="fc1", alpha=3.0, traps=2)
+    return RunResult(path=Path(name), config=None, meta={}, curves=curves, layers=layers)
+
+
+def test_edge_table_reads_each_run_at_its_own_edges():
+    table = compare.edge_table({"falls": falling_run("a", 0.3), "holds": falling_run("b", 0.0)}, layers=("fc1",))
+    assert table.loc["seeds collapsed"].tolist() == ["2 of 2", "0 of 2"]
+    assert float(table.loc["fall, smoothed peak to end", "falls"].split()[0]) == pytest.approx(0.3, abs=0.01)
+    assert table.loc["step at the end of anti-grokking", "holds"] == "not reached"
+    assert table.loc["fc1 alpha at the end of anti-grokking", "falls"] == "3.00 ± 0.00"
