@@ -77,7 +77,7 @@ def _alpha_slope(table: pd.DataFrame, column: str = "alpha_fc1") -> pd.Series:
 
 
 RULES = (
-    Rule("Monitor today: alpha < 2 or any trap, FC1 or FC2",
+    Rule("Former monitor default: alpha < 2 or any trap, FC1 or FC2",
          lambda t: (t[["alpha_fc1", "alpha_fc2"]] < 2).any(axis=1) | (t[["traps_fc1", "traps_fc2"]] > 0).any(axis=1)),
     Rule("any trap in FC1 or FC2", lambda t: (t[["traps_fc1", "traps_fc2"]] > 0).any(axis=1)),
     Rule("FC1 or FC2 alpha < 2", lambda t: (t[["alpha_fc1", "alpha_fc2"]] < 2).any(axis=1)),
