@@ -188,6 +188,50 @@ def sensitivity_words(n_below: dict[str, int], n_seeds: int) -> str:
     return "does not end below 2 in most seeds, with any of the three fits"
 
 
+def verdict_words(collapse: pd.DataFrame) -> str:
+    """How many seeds anti-grok by the phase rule, and why the others do not, in words
+    (from `collapse_table`: a fall of COLLAPSE_DROP or more counts only with train accuracy held)."""
+    n, drop, held = len(collapse), phase_rule.COLLAPSE_DROP, HIGH_TRAIN_ACCURACY
+    fell = collapse.fall >= drop
+    counted, slipped, stayed = (int(collapse.collapsed.sum()), int((fell & ~collapse.train_held).sum()),
+                                int((~fell).sum()))
+    words = [f"{counted} of {n} seeds anti-grok by the rule"]
+    if slipped:
+        lowest = collapse.min_train_accuracy_after_peak[fell & ~collapse.train_held].min()
+        words.append(f"{slipped} {'falls' if slipped == 1 else 'fall'} by {drop:g} or more, but with train accuracy "
+                     f"slipping below {held:g} after the peak (down to {lowest:.3f}), which the rule does not count "
+                     "as anti-grokking")
+    if stayed:
+        one = stayed == 1
+        words.append(f"{stayed} {'stays' if one else 'stay'} within {drop:g} of {'its' if one else 'their'} peak")
+    return "; ".join(words)
+
+
+def crossing_words(fc1: pd.DataFrame, collapse: pd.DataFrame) -> str:
+    """When FC1 alpha settles below 2, against the start of the fall where the seed collapsed."""
+    below = fc1.t_below_2.dropna()
+    if below.empty:
+        return f"never settles below {ALPHA_LINE:g} for good"
+    collapsed = collapse.collapsed.reindex(fc1.index).fillna(False).astype(bool)
+    leads = fc1.lead_steps[collapsed].dropna()
+    words = (f"settles below {ALPHA_LINE:g} in {len(below)} of {len(fc1)} seeds, at steps {_list_text(below, ',.0f')} "
+             "(by seed)")
+    if leads.empty:
+        return words + ", with no counted collapse to lead"
+    return words + (f", with leads of {_list_text(leads)} steps over the start of the fall of the seeds that collapse "
+                    "(negative: after it)")
+
+
+def _traps_by_peak(result: RunResult, layer: str) -> float:
+    """The most traps `layer` carries up to and including its seed's test peak, over seeds."""
+    most = []
+    for seed, phases in seed_phases(result).items():
+        mine = result.layers[(result.layers.seed == seed) & (result.layers.layer == layer)]
+        until = phases.t_peak if phases.t_peak is not None else phases.t_end
+        most.append(float(mine[mine.step <= until].traps.max()))
+    return max(most)
+
+
 def _run_claims(result: RunResult, key: str) -> dict[str, str]:
     """The shared numbers of one run, keys prefixed with `key` (wd0, wd001)."""
     from grokutils import fits, paper
@@ -210,6 +254,9 @@ def _run_claims(result: RunResult, key: str) -> dict[str, str]:
            "lead_fc1": _list_text(leads), "n_fc1_below_2": str(int(fc1.t_below_2.notna().sum())),
            "alpha_peak_fc1": paper.mean_sd(fc1["alpha_grokking"], ".2f"),
            "traps_before_fc1": f"{onset.xs('fc1', level='layer').max_traps_before_collapse.max():g}",
+           "traps_by_peak_fc1": f"{_traps_by_peak(result, 'fc1'):g}",
+           "min_train_after_peak": f"{collapse.min_train_accuracy_after_peak.min():.3f}",
+           "verdict_words": verdict_words(collapse), "fc1_crossing_words": crossing_words(fc1, collapse),
            "traps_end_fc1": paper.mean_sd(_at_last_step(result, "fc1", "traps"), ".1f"),
            "traps_end_fc2": paper.mean_sd(_at_last_step(result, "fc2", "traps"), ".1f")}
     for layer in ("fc1", "fc2", "average"):
@@ -236,30 +283,44 @@ def _run_claims(result: RunResult, key: str) -> dict[str, str]:
     return {f"{key}_{name}": text for name, text in out.items()}
 
 
+def _other(key: str) -> str:
+    return "wd001" if key == "wd0" else "wd0"
+
+
 def _comparison_words(wd0: RunResult, wd001: RunResult) -> dict[str, str]:
-    """Sentences comparing the control with the WD = 0 run: fixed-tail alphas at the end, FC1 alpha at the
-    peak and traps before the fall (which run has the heavier-tailed, more trapped FC1)."""
+    """Sentences comparing the control with the WD = 0 run: which falls further (mean smoothed fall), and
+    whether that run has the lower fixed-tail alphas at the end, the lower FC1 alpha at its peak and the
+    more FC1 traps by its peak, as the papers' reading of the signals expects."""
     from grokutils import fits
 
     def end_mean(result, layer):
         fitted = fits.fixed_tail_alpha(result, layers=(layer,))
         return float(fitted[fitted.step == fitted.step.max()].alpha_top25.mean())
 
-    lower = [layer.upper() for layer in ("fc1", "fc2") if end_mean(wd001, layer) < end_mean(wd0, layer)]
-    tails = ("with a fixed tail, the control's " + " and ".join(lower) + " end with the lower alpha (the heavier "
-             "tail) of the two runs" if lower else "with a fixed tail, the run that collapses ends with the lower "
-             "alphas (the heavier tails) in both layers")
+    falls = {key: float(collapse_table(result).fall.mean()) for key, result in (("wd0", wd0), ("wd001", wd001))}
+    deeper = "wd0" if falls["wd0"] >= falls["wd001"] else "wd001"
+    names = {"wd0": "the run without weight decay", "wd001": "the control"}
+    deeper_name = f"{names[deeper]}, which falls further ({falls[deeper]:.3f} against {falls[_other(deeper)]:.3f})"
+    lower = {layer for layer in ("fc1", "fc2") if end_mean(wd001, layer) < end_mean(wd0, layer)}
+    heavier = {"wd001": lower, "wd0": {"fc1", "fc2"} - lower}
+    layers_of = {key: " and ".join(sorted(layer.upper() for layer in value)) for key, value in heavier.items()}
+    tails = ("with a fixed tail, " + " and ".join(
+        f"{names[key]}'s {layers_of[key]} end{'s' if len(heavier[key]) == 1 else ''} with the lower alpha"
+        for key in ("wd0", "wd001") if heavier[key]) + " (the heavier tail)")
+    further = f"falls further ({falls[deeper]:.3f} against {falls[_other(deeper)]:.3f})"
+    tails += (f", and that run {further}, as the papers' reading expects" if heavier[deeper] == {"fc1", "fc2"} else
+              f", while {names[deeper]} {further}")
     peak = {key: float(alpha_crossing_table(result).xs("fc1", level="layer")["alpha_grokking"].mean())
             for key, result in (("wd0", wd0), ("wd001", wd001))}
-    traps = {key: float(trap_onset_table(result).xs("fc1", level="layer").max_traps_before_collapse.max())
-             for key, result in (("wd0", wd0), ("wd001", wd001))}
-    control_heavier = peak["wd001"] < peak["wd0"]
-    control_trapped = traps["wd001"] > traps["wd0"]
-    signals = ("the control has the lower FC1 alpha at its peak and the more traps before its fall, so these "
-               "signals do not single out the run that collapses" if control_heavier and control_trapped else
-               "the run that collapses has the lower FC1 alpha at its peak and the more traps before its fall, as "
-               "the papers' reading expects" if not control_heavier and not control_trapped else
-               "the two signals disagree on which run is the heavier-tailed: one of them points at the control")
+    traps = {key: _traps_by_peak(result, "fc1") for key, result in (("wd0", wd0), ("wd001", wd001))}
+    lower_peak = peak[deeper] < peak[_other(deeper)]
+    more_traps = traps[deeper] > traps[_other(deeper)]
+    signals = (f"{deeper_name}, has the lower FC1 alpha at its peak and the more FC1 traps by its peak, as the "
+               "papers' reading expects" if lower_peak and more_traps else
+               f"{deeper_name}, has neither the lower FC1 alpha at its peak nor the more FC1 traps by its peak, so "
+               "these signals do not single out the deeper fall" if not lower_peak and not more_traps else
+               f"of the two signals at the peak, only {'FC1 alpha' if lower_peak else 'the FC1 trap count'} points at "
+               f"{deeper_name}")
     return {"control_tail_words": tails, "control_signal_words": signals}
 
 

@@ -2,6 +2,7 @@
 
     paired_curve(run_32, run_64, "test_accuracy")   # float32 against float64, seed by seed
     on_steps(run_1e6, run_2e5.curves.step.unique(), "test_accuracy")   # the long run where the short one looked
+    length_pair(run_2e5, run_1e6, "test_accuracy")  # paired_curve of the two, at the short run's checkpoints
     paper_clock(steps, lr)                          # our steps on the papers' lr x steps clock
 
 The runs compared here differ in one setting only (precision, or length), so seed s of one
@@ -33,11 +34,27 @@ def paired_curve(run_a: RunResult, run_b: RunResult, column: str, layer: str | N
     steps, seeds = a.index.intersection(b.index), a.columns.intersection(b.columns)
     if steps.empty or seeds.empty:
         raise ValueError(f"{run_a.path.name} and {run_b.path.name} share no measured step and seed")
-    a, b = a.loc[steps, seeds], b.loc[steps, seeds]
+    return _pair(a.loc[steps, seeds], b.loc[steps, seeds])
+
+
+def length_pair(short: RunResult, long: RunResult, column: str) -> pd.DataFrame:
+    """`paired_curve` of a short run against a longer one at the short run's checkpoints, the long
+    run's seeds read there by `on_steps` (two lengths seldom share log-spaced checkpoints)."""
+    a = seed_table(short, column)
+    a = a[a.index <= seed_table(long, column).index.max()]
+    b = on_steps(long, a.index, column)
+    seeds = a.columns.intersection(b.columns)
+    if seeds.empty:
+        raise ValueError(f"{short.path.name} and {long.path.name} share no seed")
+    return _pair(a[seeds], b.loc[a.index, seeds])
+
+
+def _pair(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sd over seeds of two steps x seeds tables and of their per-seed difference a - b."""
     difference = a - b
     return pd.DataFrame({"mean a": a.mean(axis=1), "sd a": a.std(axis=1), "mean b": b.mean(axis=1),
                          "sd b": b.std(axis=1), "difference": difference.mean(axis=1),
-                         "sd of difference": difference.std(axis=1), "seeds": len(seeds)})
+                         "sd of difference": difference.std(axis=1), "seeds": a.shape[1]})
 
 
 def on_steps(run: RunResult, steps, column: str) -> pd.DataFrame:

@@ -50,6 +50,27 @@ def test_a_collapse_with_falling_train_accuracy_is_not_counted_as_one():
     assert not claims.collapse_table(run).collapsed.any()
 
 
+def test_verdict_in_words_counts_a_fall_with_slipping_train_apart():
+    slipping = _run(test=[0.1, 0.2, 0.5, 0.8, 0.7, 0.55], alpha_fc1=[5] * 6, traps_fc1=[0] * 6, l2=[1] * 6,
+                    train=[0.1, 0.5, 1.0, 1.0, 0.95, 0.9])
+    words = claims.verdict_words(claims.collapse_table(slipping))
+    assert words.startswith("0 of 2 seeds anti-grok by the rule; 2 fall by 0.05 or more")
+    assert "down to 0.900" in words
+    assert claims.verdict_words(claims.collapse_table(COLLAPSING)) == "2 of 2 seeds anti-grok by the rule"
+    flat = _run(test=[0.1, 0.2, 0.5, 0.8, 0.79, 0.78], alpha_fc1=[5] * 6, traps_fc1=[0] * 6, l2=[1] * 6)
+    assert claims.verdict_words(claims.collapse_table(flat)).endswith("2 stay within 0.05 of their peak")
+
+
+def test_crossing_words_lead_only_over_counted_collapses():
+    collapse = claims.collapse_table(COLLAPSING)
+    fc1 = claims.alpha_crossing_table(COLLAPSING).xs("fc1", level="layer")
+    assert claims.crossing_words(fc1, collapse).endswith("with leads of +0 and +0 steps over the start of the fall "
+                                                         "of the seeds that collapse (negative: after it)")
+    none = collapse.assign(collapsed=False)
+    assert claims.crossing_words(fc1, none).endswith("with no counted collapse to lead")
+    assert claims.crossing_words(fc1.assign(t_below_2=pd.NA), collapse) == "never settles below 2 for good"
+
+
 def test_alpha_crossing_and_its_lead_before_the_collapse():
     table = claims.alpha_crossing_table(COLLAPSING)
     fc1 = table.loc[(0, "fc1")]

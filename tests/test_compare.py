@@ -67,3 +67,20 @@ def test_edge_table_reads_each_run_at_its_own_edges():
     assert float(table.loc["fall, smoothed peak to end", "falls"].split()[0]) == pytest.approx(0.3, abs=0.01)
     assert table.loc["step at the end of anti-grokking", "holds"] == "not reached"
     assert table.loc["fc1 alpha at the end of anti-grokking", "falls"] == "3.00 ± 0.00"
+
+
+def test_length_pair_reads_the_long_run_at_the_short_runs_checkpoints():
+    short = fake_run("short", [0, 9, 99], {0: [0.1, 0.5, 0.8], 1: [0.1, 0.6, 0.8]})
+    long = fake_run("long", [0, 99, 999], {0: [0.1, 0.7, 0.6], 1: [0.1, 0.7, 0.4]})
+    table = compare.length_pair(short, long, "test_accuracy")
+    assert table.index.tolist() == [0, 9, 99]
+    expected_long_at_9 = 0.1 + 0.6 * np.log(10) / np.log(100)  # halfway in log(1 + step)
+    assert table.loc[9, "mean b"] == pytest.approx(expected_long_at_9)
+    assert table.loc[99, "difference"] == pytest.approx(0.1)  # +0.1 on both seeds
+    assert table.loc[99, "sd of difference"] == pytest.approx(0.0)
+
+
+def test_length_pair_keeps_only_checkpoints_inside_the_long_run():
+    short = fake_run("short", [0, 9, 99], {0: [0.1, 0.5, 0.8]})
+    long = fake_run("long", [0, 50], {0: [0.1, 0.7]})
+    assert compare.length_pair(short, long, "test_accuracy").index.tolist() == [0, 9]

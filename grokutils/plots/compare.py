@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 
-from grokutils import compare
+from grokutils import compare, paper
+from grokutils.phases import PAPER_EDGES
 from grokutils.plots.common import stamp_protocol, step_axis
 from grokutils.store import RunResult
 
@@ -12,6 +13,20 @@ def paired_figure(run_a: RunResult, run_b: RunResult, labels: tuple[str, str],
                   column: str = "test_accuracy") -> plt.Figure:
     """Top: each run's mean ± sd over seeds; bottom: the per-seed difference a - b, mean ± sd."""
     table = compare.paired_curve(run_a, run_b, column)
+    where = f"at the {len(table)} shared checkpoints"
+    return pair_figure(table, labels, column, run_a.config, where)
+
+
+def length_figure(short: RunResult, long: RunResult, labels: tuple[str, str],
+                  column: str = "test_accuracy") -> plt.Figure:
+    """`paired_figure` of a short and a long run at the short run's checkpoints (`compare.length_pair`)."""
+    table = compare.length_pair(short, long, column)
+    where = f"at the {len(table)} checkpoints of the shorter run"
+    return pair_figure(table, labels, column, long.config, where)
+
+
+def pair_figure(table, labels: tuple[str, str], column: str, config, where: str) -> plt.Figure:
+    """Draw a `compare.paired_curve`-shaped table: the two means ± sd, then their difference."""
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True, height_ratios=(2, 1))
     for which, label, style in (("a", labels[0], "-"), ("b", labels[1], "-.")):
         mean, sd = table[f"mean {which}"], table[f"sd {which}"].fillna(0.0)
@@ -25,6 +40,27 @@ def paired_figure(run_a: RunResult, run_b: RunResult, labels: tuple[str, str],
     bottom.axhline(0.0, color="gray", lw=0.8)
     bottom.set_ylabel(f"{labels[0]} - {labels[1]}")
     step_axis(bottom)
-    title = f"{column.replace('_', ' ')}, {int(table.seeds.iloc[0])} seeds, at the {len(table)} shared checkpoints"
-    top.set_title(title, fontsize=10)
-    return stamp_protocol(fig, run_a.config)
+    top.set_title(f"{column.replace('_', ' ')}, {int(table.seeds.iloc[0])} seeds, {where}", fontsize=10)
+    return stamp_protocol(fig, config)
+
+
+def clock_figure(runs: dict[str, RunResult]) -> plt.Figure:
+    """Mean test accuracy ± sd over seeds against the papers' clock (`compare.paper_clock`), with
+    the papers' phase edges (paper (a), Tables 1, 2 and 4) and their collapse level (Figure 1)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, run in runs.items():
+        stats = run.curves.groupby("step").test_accuracy.agg(["mean", "std"]).fillna({"std": 0.0})
+        clock = compare.paper_clock(stats.index.to_numpy(float), run.config.lr)
+        line, = ax.plot(clock, stats["mean"], label=label)
+        ax.fill_between(clock, stats["mean"] - stats["std"], stats["mean"] + stats["std"],
+                        color=line.get_color(), alpha=0.2, lw=0)
+    for phase, edge in PAPER_EDGES.items():
+        ax.axvline(edge, color="gray", lw=0.8, ls=":")
+        ax.text(edge, 0.02, f" end of {phase}\n (papers)", fontsize=7, color="dimgray", va="bottom", ha="right")
+    ax.axhline(paper.COLLAPSE_TEST_ACCURACY, color="gray", lw=0.8, ls="--", label="papers' level at 1e7 steps")
+    step_axis(ax, linthresh=10)
+    ax.set_xlabel(f"steps at the papers' learning rate {compare.PAPER_LR:g} (our steps x our lr / theirs)")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper left", fontsize=8)
+    return stamp_protocol(fig, next(iter(runs.values())).config)
