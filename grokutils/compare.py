@@ -109,3 +109,29 @@ def _train_after_peak(run: RunResult, seeds: pd.DataFrame) -> float:
     lows = [run.curves[(run.curves.seed == seed) & (run.curves.step >= peak)].train_accuracy.min()
             for seed, peak in seeds.t_peak.items() if peak is not pd.NA]
     return float(min(lows)) if lows else float("nan")
+
+
+def fall_table(run_a: RunResult, run_b: RunResult) -> pd.DataFrame:
+    """Per seed: each run's smoothed fall from its test peak to its end (`grokutils.phases`), its final
+    test accuracy at the last checkpoint both measured, and the differences a - b."""
+    from grokutils.phases import collapse_table
+
+    falls = pd.DataFrame({"fall a": collapse_table(run_a.curves).fall, "fall b": collapse_table(run_b.curves).fall})
+    test = paired_test_at_last_shared_step(run_a, run_b)
+    table = falls.join(test, how="inner")
+    table["fall difference"] = table["fall a"] - table["fall b"]
+    return table
+
+
+def paired_test_at_last_shared_step(run_a: RunResult, run_b: RunResult) -> pd.DataFrame:
+    """Each seed's raw test accuracy in both runs at the last step both measured, and a - b."""
+    a, b = seed_table(run_a, "test_accuracy"), seed_table(run_b, "test_accuracy")
+    steps = a.index.intersection(b.index)
+    if steps.empty:
+        raise ValueError(f"{run_a.path.name} and {run_b.path.name} share no measured step")
+    last = steps.max()
+    table = pd.DataFrame({"test a": a.loc[last], "test b": b.loc[last]}).dropna()
+    table["test difference"] = table["test a"] - table["test b"]
+    table["step"] = int(last)
+    table.index.name = "seed"
+    return table

@@ -84,3 +84,13 @@ def test_length_pair_keeps_only_checkpoints_inside_the_long_run():
     short = fake_run("short", [0, 9, 99], {0: [0.1, 0.5, 0.8]})
     long = fake_run("long", [0, 50], {0: [0.1, 0.7]})
     assert compare.length_pair(short, long, "test_accuracy").index.tolist() == [0, 9]
+
+
+def test_fall_table_pairs_seeds_and_reads_the_last_shared_step():
+    steps = list(np.unique(np.round(np.geomspace(1, 100_000, 60)).astype(int)))
+    deep, shallow = falling_run("deep", 0.3), falling_run("shallow", 0.1)
+    table = compare.fall_table(deep, shallow)
+    assert table.index.tolist() == [0, 1]
+    assert table["fall difference"].to_numpy() == pytest.approx([0.2, 0.2], abs=0.02)
+    assert (table.step == steps[-1]).all()
+    assert table["test difference"].to_numpy() == pytest.approx([-0.2, -0.2])
