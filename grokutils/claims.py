@@ -207,6 +207,30 @@ def verdict_words(collapse: pd.DataFrame) -> str:
     return "; ".join(words)
 
 
+def timing_words(down: pd.DataFrame) -> str:
+    """Where the fall starts and where half of it is lost, over the seeds that collapse by the rule."""
+    if down.empty:
+        return "no seed collapses by the rule, so no start of a fall is dated"
+    return (f"in the {len(down)} seed{'s' if len(down) > 1 else ''} that collapse by the rule the fall starts (the "
+            f"smoothed curve leaves its peak region for good) at {_step_words(down.t_collapse)}, and half of it is "
+            f"lost by {_step_words(down.t_half_fall)}")
+
+
+def _step_words(values) -> str:
+    """'step 1,000' or 'steps 1,000 to 2,000'."""
+    text = _steps_text(values)
+    return f"{'steps' if ' to ' in text else 'step'} {text}"
+
+
+def weight_decay_words(wd0: pd.DataFrame, wd001: pd.DataFrame) -> str:
+    """What weight decay 0.01 does to the fall and to train accuracy, from the two runs' `collapse_table`s."""
+    a, b = float(wd001.fall.mean()), float(wd0.fall.mean())
+    return (f"weight decay makes the mean fall {'smaller' if a < b else 'no smaller'} ({a:.3f} against {b:.3f} "
+            f"without it), and smoothed train accuracy is held at {HIGH_TRAIN_ACCURACY:g} after the peak in "
+            f"{int(wd001.train_held.sum())} of {len(wd001)} seeds with it against {int(wd0.train_held.sum())} of "
+            f"{len(wd0)} without")
+
+
 def crossing_words(fc1: pd.DataFrame, collapse: pd.DataFrame) -> str:
     """When FC1 alpha settles below 2, against the start of the fall where the seed collapsed."""
     below = fc1.t_below_2.dropna()
@@ -257,6 +281,8 @@ def _run_claims(result: RunResult, key: str) -> dict[str, str]:
            "traps_by_peak_fc1": f"{_traps_by_peak(result, 'fc1'):g}",
            "min_train_after_peak": f"{collapse.min_train_accuracy_after_peak.min():.3f}",
            "verdict_words": verdict_words(collapse), "fc1_crossing_words": crossing_words(fc1, collapse),
+           "timing_words": timing_words(down),
+           "first_trap_fc1": _steps_text(onset.xs("fc1", level="layer").first_step_with_trap),
            "traps_end_fc1": paper.mean_sd(_at_last_step(result, "fc1", "traps"), ".1f"),
            "traps_end_fc2": paper.mean_sd(_at_last_step(result, "fc2", "traps"), ".1f")}
     for layer in ("fc1", "fc2", "average"):
@@ -331,6 +357,7 @@ def shared_claims(wd0: RunResult, wd001: RunResult) -> pd.Series:
 
     shared = {**_run_claims(wd0, "wd0"), **_run_claims(wd001, "wd001")}
     shared.update(_comparison_words(wd0, wd001))
+    shared["wd_effect_words"] = weight_decay_words(collapse_table(wd0), collapse_table(wd001))
     runs = {"WD = 0": wd0, "WD = 0.01": wd001}
     evaluation = alarm_eval.evaluate(runs, {label: fits.fixed_tail_alpha(run) for label, run in runs.items()})
     table = alarm_eval.summary(evaluation)

@@ -135,3 +135,21 @@ def paired_test_at_last_shared_step(run_a: RunResult, run_b: RunResult) -> pd.Da
     table["step"] = int(last)
     table.index.name = "seed"
     return table
+
+
+def first_divergence(run_a: RunResult, run_b: RunResult, column: str = "train_loss",
+                     tolerance: float = 1e-6) -> pd.DataFrame:
+    """Per seed, over the steps both runs measured exactly: the last shared step and the first one
+    where `column` differs by more than `tolerance` relative to its size (<NA>: none does).
+
+    Two runs of one seed that share their first steps (same weights, same batches) should agree
+    there bit for bit; a divergence says the arithmetic is not reproducible across processes."""
+    a, b = seed_table(run_a, column), seed_table(run_b, column)
+    steps, seeds = a.index.intersection(b.index), a.columns.intersection(b.columns)
+    if steps.empty or seeds.empty:
+        raise ValueError(f"{run_a.path.name} and {run_b.path.name} share no measured step and seed")
+    a, b = a.loc[steps, seeds], b.loc[steps, seeds]
+    apart = (a - b).abs() > tolerance * np.maximum(1.0, a.abs())
+    first = [int(apart.index[apart[seed]][0]) if apart[seed].any() else None for seed in seeds]
+    return pd.DataFrame({"last shared step": int(steps.max()), "first step apart": pd.array(first, dtype="Int64")},
+                        index=pd.Index(seeds, name="seed"))

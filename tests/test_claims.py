@@ -132,3 +132,14 @@ def test_shared_claims_are_one_text_table_for_every_chapter(tiny_run):
 def test_sensitivity_in_words(counts, expected):
     words = claims.sensitivity_words(dict(zip(("alpha", "alpha_top10", "alpha_top25"), counts)), 3)
     assert expected in words
+
+
+def test_timing_and_weight_decay_words():
+    collapse = claims.collapse_table(COLLAPSING)
+    assert claims.timing_words(collapse[collapse.collapsed]).startswith("in the 2 seeds that collapse by the rule")
+    assert claims.timing_words(collapse.iloc[:0]) == "no seed collapses by the rule, so no start of a fall is dated"
+    slipping = _run(test=[0.1, 0.2, 0.5, 0.8, 0.7, 0.55], alpha_fc1=[5] * 6, traps_fc1=[0] * 6, l2=[1] * 6,
+                    train=[0.1, 0.5, 1.0, 1.0, 0.95, 0.9])
+    words = claims.weight_decay_words(claims.collapse_table(slipping), collapse)
+    assert words.startswith("weight decay makes the mean fall no smaller")
+    assert words.endswith("held at 0.99 after the peak in 2 of 2 seeds with it against 0 of 2 without")

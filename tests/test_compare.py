@@ -94,3 +94,11 @@ def test_fall_table_pairs_seeds_and_reads_the_last_shared_step():
     assert table["fall difference"].to_numpy() == pytest.approx([0.2, 0.2], abs=0.02)
     assert (table.step == steps[-1]).all()
     assert table["test difference"].to_numpy() == pytest.approx([-0.2, -0.2])
+
+
+def test_first_divergence_per_seed_at_exactly_shared_steps():
+    a = fake_run("a", [0, 10, 100], {0: [1.0, 0.5, 0.2], 1: [1.0, 0.5, 0.2]})
+    b = fake_run("b", [0, 10, 50, 100], {0: [1.0, 0.5, 0.3, 0.2], 1: [1.0, 0.5 + 1e-3, 0.3, 0.2]})
+    table = compare.first_divergence(a, b, "test_accuracy")
+    assert table["last shared step"].tolist() == [100, 100]
+    assert pd.isna(table.loc[0, "first step apart"]) and table.loc[1, "first step apart"] == 10

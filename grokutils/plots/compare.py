@@ -56,7 +56,8 @@ def clock_figure(runs: dict[str, RunResult]) -> plt.Figure:
                         color=line.get_color(), alpha=0.2, lw=0)
     for phase, edge in PAPER_EDGES.items():
         ax.axvline(edge, color="gray", lw=0.8, ls=":")
-        ax.text(edge, 0.02, f" end of {phase}\n (papers)", fontsize=7, color="dimgray", va="bottom", ha="right")
+        ax.text(edge, 0.03, f"papers' end of {phase} ", fontsize=7, color="dimgray", va="bottom", ha="right",
+                rotation=90)
     ax.axhline(paper.COLLAPSE_TEST_ACCURACY, color="gray", lw=0.8, ls="--", label="papers' level at 1e7 steps")
     step_axis(ax, linthresh=10)
     ax.set_xlabel(f"steps at the papers' learning rate {compare.PAPER_LR:g} (our steps x our lr / theirs)")
