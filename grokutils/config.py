@@ -16,7 +16,8 @@ from grokutils.data import DATA_SOURCES
 from grokutils.models import DTYPES as MLP_DTYPES
 from grokutils.transformer import DTYPES as MODADD_DTYPES
 
-STEP_IMPLEMENTATIONS = ("fast", "reference")  # modular addition: attention per token, or at every position
+STEP_IMPLEMENTATIONS = ("fast", "reference", "compiled")  # modular addition: attention per token, at every
+# position, or the fast loss under torch.compile (grokutils.modadd.loss_function)
 
 
 def is_int(value) -> bool:
@@ -145,7 +146,7 @@ class ModAddConfig:
     p: int = 113  # modulus
     n_checkpoints: int = 160  # log-spaced checkpoints (plus step 0) where everything is measured
     dtype: str = "float32"
-    step_impl: str = "fast"  # "fast" (attention per token) or "reference" (forward at every position)
+    step_impl: str = "fast"  # "fast" (attention per token), "reference" (every position) or "compiled" (fast, compiled)
 
     def __post_init__(self) -> None:
         _check_fields(self, positive_int=("steps", "n_seeds", "p", "n_checkpoints"),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 from collections.abc import Callable
 
 import numpy as np
@@ -29,6 +30,8 @@ from grokutils.config import ModAddConfig
 from grokutils.data import ModularAdditionData, modular_addition_data
 from grokutils.measures import layer_measures
 from grokutils.transformer import FullBatch, make_transformer
+
+log = logging.getLogger(__name__)
 
 # --- data and the optimizer step ----------------------------------------------------------
 
@@ -61,8 +64,29 @@ def learning_rate(config: ModAddConfig, step: int) -> float:
 
 
 def loss_function(config: ModAddConfig) -> Callable[[torch.nn.Module, FullBatch], torch.Tensor]:
-    """The training loss of `config.step_impl`: both give the same value up to round-off."""
+    """The training loss of `config.step_impl`: all three give the same value up to round-off."""
+    if config.step_impl == "compiled":
+        return compiled_loss
     return FullBatch.loss if config.step_impl == "fast" else FullBatch.reference_loss
+
+
+_COMPILED: dict[str, Callable] = {}
+
+
+def compiled_loss(batch: FullBatch, model: torch.nn.Module) -> torch.Tensor:
+    """`FullBatch.loss` under `torch.compile` (forward and backward fused by Inductor), compiled on
+    first use in each process; where compiling or running it fails, the eager loss, with one warning."""
+    if "loss" not in _COMPILED:
+        _COMPILED["loss"] = torch.compile(FullBatch.loss, dynamic=False)
+    try:
+        return _COMPILED["loss"](batch, model)
+    except Exception as err:  # noqa: BLE001 - any compiler failure: fall back, say so once
+        if _COMPILED["loss"] is FullBatch.loss:
+            raise
+        log.warning("torch.compile of the modular-addition loss failed (%s: %s); using the eager loss",
+                    type(err).__name__, err)
+        _COMPILED["loss"] = FullBatch.loss
+        return FullBatch.loss(batch, model)
 
 
 # --- measures of one checkpoint -----------------------------------------------------------

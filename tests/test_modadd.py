@@ -35,7 +35,7 @@ SMALL = dict(p=23, train_fraction=0.5)  # 529 pairs, 264 for training: fast, sam
     ("warmup_steps", -1, "warmup_steps must be a non-negative integer, got -1"),
     ("batch_size", 5000, "batch_size must be at most the 3831 training pairs, got 5000"),
     ("dtype", "float16", "dtype must be one of"),
-    ("step_impl", "compiled", "step_impl must be one of"),
+    ("step_impl", "jit", "step_impl must be one of"),
 ])
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):
@@ -155,3 +155,32 @@ def test_paper_tables_cover_every_analyzed_layer():
     assert paper.MODADD_LAYERS == transformer.ANALYZED
     for table in (paper.MODADD_TABLE6_ALPHA, paper.MODADD_TABLE7_TRAPS):
         assert set(table) == {*transformer.ANALYZED, "mean"}
+
+
+def test_compiled_loss_matches_the_fast_loss_and_falls_back_when_compiling_fails(monkeypatch, caplog):
+    from grokutils import modadd
+    from grokutils.modadd import cached_data, split_batch
+    from grokutils.transformer import FullBatch, make_transformer
+
+    batch = split_batch(cached_data(113, 0.3, 0), "train").subset(torch.arange(64))
+    model = make_transformer(0, 113, "float64")
+    monkeypatch.setattr(modadd, "_COMPILED", {})
+    compiled = modadd.loss_function(ModAddConfig(step_impl="compiled"))
+    loss = compiled(batch, model)
+    loss.backward()
+    grads = [w.grad.clone() for w in model.parameters()]
+    model.zero_grad()
+    eager = FullBatch.loss(batch, model)
+    eager.backward()
+    assert float(loss) == pytest.approx(float(eager), rel=1e-12)
+    for mine, theirs in zip(grads, (w.grad for w in model.parameters())):
+        torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-12)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(modadd, "_COMPILED", {"loss": broken})
+    with caplog.at_level("WARNING"):
+        assert float(compiled(batch, model)) == pytest.approx(float(eager), rel=1e-12)
+    assert "torch.compile of the modular-addition loss failed (RuntimeError: no compiler here)" in caplog.text
+    assert modadd._COMPILED["loss"] is FullBatch.loss
