@@ -1,12 +1,15 @@
 """The two experiments' configurations, their one validator, and the checkpoint schedule.
 
 Every field of a config changes the numbers, so all of them hash its results folder
-(`grokutils.store.run_dir`). A bad value raises `ValueError` naming the field, the value and
-what is accepted, before any work starts.
+(`grokutils.store.run_dir`); a field added after results were stored (`LATE_FIELDS`) is left
+out of the hash at its default, so that the folders stored before it keep their names. A bad
+value raises `ValueError` naming the field, the value and what is accepted, before any work
+starts.
 """
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +19,8 @@ from grokutils.data import DATA_SOURCES
 from grokutils.models import DTYPES as MLP_DTYPES
 from grokutils.transformer import DTYPES as MODADD_DTYPES
 
+LATE_FIELDS = {"init_from": ""}  # field -> the default at which it stays out of the hash
+INIT_FROM = re.compile(r"^[^:]+:(init|best|final)$")  # modular addition: a stored run's kept weights
 STEP_IMPLEMENTATIONS = ("fast", "reference", "compiled")  # modular addition: attention per token, at every
 # position, or the fast loss under torch.compile (grokutils.modadd.loss_function)
 
@@ -147,6 +152,8 @@ class ModAddConfig:
     n_checkpoints: int = 160  # log-spaced checkpoints (plus step 0) where everything is measured
     dtype: str = "float32"
     step_impl: str = "fast"  # "fast" (attention per token), "reference" (every position) or "compiled" (fast, compiled)
+    init_from: str = ""  # "": the fresh initialization; "RUN:WHICH": the weights (init, best or final) that a
+    # finished run kept, RUN its folder in results/ or a path: a grokked state trained on under other settings
 
     def __post_init__(self) -> None:
         _check_fields(self, positive_int=("steps", "n_seeds", "p", "n_checkpoints"),
@@ -156,11 +163,14 @@ class ModAddConfig:
         require("step_impl", self.step_impl, self.step_impl in STEP_IMPLEMENTATIONS, f"one of {STEP_IMPLEMENTATIONS}")
         n_train = int(round(self.train_fraction * self.p * self.p))
         require("batch_size", self.batch_size, self.batch_size <= n_train, f"at most the {n_train} training pairs")
+        require("init_from", self.init_from, isinstance(self.init_from, str) and
+                (self.init_from == "" or bool(INIT_FROM.match(self.init_from))),
+                "'' or 'RUN:WHICH' with WHICH one of init, best, final")
 
     def slug(self) -> str:
         """A readable prefix of the results folder name."""
         return (f"modadd-wd{self.weight_decay:g}-lr{self.lr:g}-frac{self.train_fraction:g}"
-                f"-{self.steps}steps-{self.n_seeds}seeds")
+                f"-{self.steps}steps-{self.n_seeds}seeds" + ("-continued" if self.init_from else ""))
 
     @property
     def checkpoint_steps(self) -> list[int]:

@@ -21,6 +21,7 @@ import dataclasses
 import functools
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -87,6 +88,28 @@ def compiled_loss(batch: FullBatch, model: torch.nn.Module) -> torch.Tensor:
                     type(err).__name__, err)
         _COMPILED["loss"] = FullBatch.loss
         return FullBatch.loss(batch, model)
+
+
+def initial_weights(config: ModAddConfig, seed: int) -> dict[str, torch.Tensor]:
+    """Seed `seed`'s weights kept by the finished run that `config.init_from` names ('RUN:WHICH',
+    RUN a folder in results/ or a path), in the config's dtype; the two must share the data.
+
+    Only weights are kept by a finished run, so the optimizer starts afresh (zero moments)."""
+    from grokutils import store
+    from grokutils.paths import RESULTS_DIR
+
+    name, which = config.init_from.rsplit(":", 1)
+    folder = Path(name) if "/" in name else RESULTS_DIR / name
+    source = store.load_run(folder, ModAddConfig)  # refuses a folder that is missing or not sealed
+    shared = ("p", "train_fraction", "data_seed")
+    if any(getattr(source.config, field) != getattr(config, field) for field in shared):
+        raise ValueError(f"init_from {config.init_from!r}: its run has "
+                         f"{ {field: getattr(source.config, field) for field in shared} }, this config "
+                         f"{ {field: getattr(config, field) for field in shared} }; they must share the data")
+    if seed >= source.config.n_seeds:
+        raise ValueError(f"init_from {config.init_from!r} has seeds 0..{source.config.n_seeds - 1}, not seed {seed}")
+    dtype = transformer.DTYPES[config.dtype]
+    return {key: value.to(dtype) for key, value in source.weights(seed, which).items()}
 
 
 # --- measures of one checkpoint -----------------------------------------------------------

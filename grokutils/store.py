@@ -47,8 +47,13 @@ FILES = ("config.json", "curves.parquet", "layers.parquet", "arrays.npz", "weigh
 
 
 def config_hash(config) -> str:
-    """12 hex digits of the SHA-256 of the config's class name and fields."""
-    payload = json.dumps({"kind": type(config).__name__, **dataclasses.asdict(config)}, sort_keys=True)
+    """12 hex digits of the SHA-256 of the config's class name and fields (a late field at its
+    default left out: `grokutils.config.LATE_FIELDS`)."""
+    from grokutils.config import LATE_FIELDS
+
+    fields = {name: value for name, value in dataclasses.asdict(config).items()
+              if not (name in LATE_FIELDS and value == LATE_FIELDS[name])}
+    payload = json.dumps({"kind": type(config).__name__, **fields}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 

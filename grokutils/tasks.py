@@ -69,7 +69,10 @@ def _mlp_step(config: MLPConfig, seed: int, step: int, model, optimizer, train_s
 
 
 def _modadd_model_and_optimizer(config: ModAddConfig, seed: int, device: torch.device):
-    model = make_transformer(seed, config.p, config.dtype).to(device)
+    model = make_transformer(seed, config.p, config.dtype)
+    if config.init_from:
+        model.load_state_dict(modadd.initial_weights(config, seed))
+    model = model.to(device)
     return model, modadd.make_optimizer(model, config)
 
 

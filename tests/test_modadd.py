@@ -184,3 +184,29 @@ def test_compiled_loss_matches_the_fast_loss_and_falls_back_when_compiling_fails
         assert float(compiled(batch, model)) == pytest.approx(float(eager), rel=1e-12)
     assert "torch.compile of the modular-addition loss failed (RuntimeError: no compiler here)" in caplog.text
     assert modadd._COMPILED["loss"] is FullBatch.loss
+
+
+def test_init_from_is_checked_and_a_late_field_keeps_old_hashes():
+    with pytest.raises(ValueError, match="init_from must be '' or 'RUN:WHICH'"):
+        ModAddConfig(init_from="some-run:middle")
+    config = ModAddConfig(steps=1200, lr=3e-3, n_checkpoints=16)
+    assert store.config_hash(config) == "dcbdf0b4b184"  # the committed chapter 03 run, stored before init_from
+    continued = dataclasses.replace(config, init_from="x:final")
+    assert store.config_hash(continued) != store.config_hash(config)
+    assert continued.slug().endswith("-continued")
+
+
+def test_a_run_continues_from_the_weights_another_run_kept(tiny_modadd):
+    source = f"{tiny_modadd.path}:final"
+    config = dataclasses.replace(tiny_modadd.config, init_from=source, weight_decay=0.0)
+    weights = modadd.initial_weights(config, 0)
+    kept = tiny_modadd.weights(0, "final")
+    model, _ = tasks.MODADD.model_and_optimizer(config, 0, torch.device("cpu"))
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, kept[name].to(tensor.dtype)) and torch.equal(weights[name], tensor), name
+    with pytest.raises(ValueError, match="they must share the data"):
+        modadd.initial_weights(dataclasses.replace(config, data_seed=1), 0)
+    with pytest.raises(ValueError, match="not seed 1"):
+        modadd.initial_weights(config, 1)
+    with pytest.raises(FileNotFoundError, match="not a finished run"):
+        modadd.initial_weights(dataclasses.replace(config, init_from=f"{tiny_modadd.path}-missing:final"), 0)
