@@ -101,7 +101,7 @@ def edge_table(runs: dict[str, RunResult], layers: tuple[str, ...] = ("fc1", "fc
                 column[f"{layer} alpha {at}"] = mean_sd(rows.alpha, ".2f")
                 column[f"{layer} traps {at}"] = mean_sd(rows.traps, ".1f")
         columns[name] = column
-    return pd.DataFrame(columns)
+    return pd.DataFrame(columns).fillna("-")  # a row another column has, for a phase this run did not reach
 
 
 def _train_after_peak(run: RunResult, seeds: pd.DataFrame) -> float:

@@ -67,6 +67,7 @@ def test_edge_table_reads_each_run_at_its_own_edges():
     assert float(table.loc["fall, smoothed peak to end", "falls"].split()[0]) == pytest.approx(0.3, abs=0.01)
     assert table.loc["step at the end of anti-grokking", "holds"] == "not reached"
     assert table.loc["fc1 alpha at the end of anti-grokking", "falls"] == "3.00 ± 0.00"
+    assert table.loc["fc1 alpha at the end of anti-grokking", "holds"] == "-"
 
 
 def test_length_pair_reads_the_long_run_at_the_short_runs_checkpoints():

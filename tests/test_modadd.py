@@ -139,8 +139,21 @@ def test_tables_and_figures_draw_from_a_run(tiny_modadd):
         assert len(table) > 0
     for figure in (modadd_plots.layers_and_accuracy_figure(tiny_modadd, phases, "traps", "traps"),
                    modadd_plots.esd_figure(tiny_modadd, phases), modadd_plots.dft_figure(tiny_modadd, phases),
-                   modadd_plots.kernel_figure(tiny_modadd, phases)):
+                   modadd_plots.kernel_figure(tiny_modadd, phases),
+                   modadd_plots.search_figure(ModAddConfig(), [tiny_modadd, tiny_modadd])):
         plt.close(figure)
+
+
+def test_the_search_bar_needs_a_fall_of_0_2_with_train_accuracy_held():
+    from grokutils.phases import Phases
+
+    def phases(peak, final, held, fit=10):
+        return Phases(fit, 100, None, 1000, peak, final, train_held=held)
+
+    assert modadd_plots.search_verdict(phases(1.0, 0.79, True)).startswith("yes")
+    assert modadd_plots.search_verdict(phases(1.0, 0.81, True)) == "no: falls 0.19 (< 0.2)"
+    assert "not held" in modadd_plots.search_verdict(phases(1.0, 0.3, False))
+    assert modadd_plots.search_verdict(phases(0.1, 0.0, False, fit=None)) == "no: never fits the training set"
 
 
 def test_search_configs_refuse_unknown_fields():

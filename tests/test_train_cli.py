@@ -6,9 +6,11 @@ from grokutils.tools import train as train_cli
 
 def test_sets_apply_on_top_of_the_profile_and_keep_committed_hashes():
     config = train_cli.config_of("mlp", "accelerated", train_cli.parse_sets(["weight_decay=0.01"]))
-    assert (config.steps, config.lr, config.dtype, config.weight_decay) == (200000, 0.005, "float32", 0.01)
+    assert (config.steps, config.lr, config.dtype, config.weight_decay) == (1000000, 0.005, "float32", 0.01)
     from grokutils import store
-    assert store.run_dir(config, store.Path("results")).name == "mlp-wd0.01-200000steps-3seeds-7c3ceba3dd38"
+    assert store.run_dir(config, store.Path("results")).name == "mlp-wd0.01-1000000steps-3seeds-49605ba5de63"
+    short = train_cli.config_of("mlp", "accelerated", train_cli.parse_sets(["steps=200000", "n_checkpoints=100"]))
+    assert store.run_dir(short, store.Path("results")).name == "mlp-wd0-200000steps-3seeds-12546fd2f92b"
 
 
 @pytest.mark.parametrize("items, message", [

@@ -251,19 +251,68 @@ def kernel_figure(result: RunResult, phases: Phases, seed: int = 0) -> plt.Figur
     return fig
 
 
+ANTI_GROKKING_DROP = 0.2  # the search's bar (issue 24): smoothed test accuracy ends this far below its peak
+
+
+def search_verdict(phases: Phases) -> str:
+    """Whether one search run anti-groks by the search's bar: its smoothed test accuracy ends at least
+    ANTI_GROKKING_DROP below its smoothed peak (so the fall stays down to the end) while smoothed
+    train accuracy stays at or above `grokutils.phases.HIGH_TRAIN` after the peak; else why not."""
+    if phases.t_fit is None:
+        return "no: never fits the training set"
+    if phases.fall < ANTI_GROKKING_DROP:
+        return f"no: falls {phases.fall:.2f} (< {ANTI_GROKKING_DROP:g})"
+    if not phases.train_held:
+        return f"no: falls {phases.fall:.2f}, but train accuracy is not held"
+    return f"yes: falls {phases.fall:.2f} with train accuracy held"
+
+
 def search_table(base: ModAddConfig, runs: list[RunResult]) -> pd.DataFrame:
-    """The log of the collapse search: what each run changed, its peak and final test accuracy,
-    whether test accuracy collapsed (`grokutils.phases`), and its final traps and alpha."""
+    """The log of the collapse search, one row per run: what it changed from `base`, its steps, the
+    smoothed peak and final test accuracy (`grokutils.phases`), the lowest raw train accuracy after
+    the peak, the phase rule's 5-point collapse, the search's own bar (`search_verdict`), and the
+    mean traps and alpha of the analyzed matrices at the last step."""
     rows = []
     for result in runs:
         changed = {name: value for name, value in dataclasses.asdict(result.config).items()
-                   if value != getattr(base, name) and name != "n_seeds"}
+                   if value != getattr(base, name) and name not in ("n_seeds", "steps", "n_checkpoints", "step_impl")}
+        if "init_from" in changed:
+            changed["init_from"] = changed["init_from"].split("-")[-1]  # the hash and which weights
         found = find_phases(result.curves)
+        after_peak = result.curves[result.curves.step >= (found.t_peak or 0)]
         final = result.layers[result.layers.step == result.layers.step.max()]
         rows.append({"changed": ", ".join(f"{k}={v}" for k, v in changed.items()) or "(none)",
-                     "steps": result.config.steps, "peak test accuracy": round(found.peak_test_accuracy, 4),
-                     "step of peak": found.t_peak, "final test accuracy": round(found.final_test_accuracy, 4),
-                     "collapse": "yes" if found.t_collapse is not None else "no",
-                     "final mean traps": round(float(final.traps.astype(float).mean()), 2),
-                     "final mean alpha": round(float(final.alpha.mean()), 3)})
+                     "steps": f"{result.config.steps:,}", "peak test": round(found.peak_test_accuracy, 3),
+                     "step of peak": "-" if found.t_peak is None else f"{found.t_peak:,}",
+                     "final test": round(found.final_test_accuracy, 3),
+                     "min train after peak": round(float(after_peak.train_accuracy.min()), 3),
+                     "5-point collapse": "yes" if found.collapsed else "no",
+                     f"anti-grokking (fall >= {ANTI_GROKKING_DROP:g})": search_verdict(found),
+                     "traps at end": round(float(final.traps.astype(float).mean()), 2),
+                     "alpha at end": round(float(final.alpha.astype(float).mean()), 3)})
     return pd.DataFrame(rows)
+
+
+def search_figure(base: ModAddConfig, runs: list[RunResult]) -> plt.Figure:
+    """The search's curves: one panel per run, train and test accuracy (raw, and test smoothed as
+    the phase rule reads it) against steps, titled by what the run changed."""
+    from grokutils.phases import smoothed_curves
+
+    log = search_table(base, runs)
+    columns = min(3, len(runs))
+    rows = -(-len(runs) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.0 * rows), squeeze=False, sharey=True)
+    for ax, result, (_, entry) in zip(axes.flat, runs, log.iterrows()):
+        accuracy = result.curves.groupby("step")[["train_accuracy", "test_accuracy"]].mean()
+        ax.plot(accuracy.index, accuracy.train_accuracy, label="train", lw=1)
+        ax.plot(accuracy.index, accuracy.test_accuracy, label="test", lw=1)
+        ax.plot(accuracy.index, smoothed_curves(result.curves).test_accuracy, color="k", lw=0.8, label="test, smoothed")
+        ax.set_title(f"{entry.changed}\n{entry.steps} steps", fontsize=8)
+        ax.set_ylim(0, 1.02)
+        step_axis(ax)
+    for ax in axes.flat[len(runs):]:
+        ax.set_visible(False)
+    axes.flat[0].set_ylabel("accuracy")
+    axes.flat[0].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
