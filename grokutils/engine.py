@@ -85,7 +85,8 @@ def _compute(config, final: Path, device: torch.device, n_workers: int, progress
     data = task.data(config)
     started, timings = time.time(), {"train_s": 0.0, "measure_s": 0.0}
     seed_dirs = {seed: work / f"seed{seed}" for seed in range(config.n_seeds)}
-    with _measuring_pool(n_workers) as pool, _threads(device, n_workers), _worker_death_explained():
+    with (_measuring_pool(n_workers) as pool, _threads(device, n_workers), _flush_denormals(),
+          _worker_death_explained()):
         jobs: list[Future] = []
 
         def submit(seed: int, step: int, path: Path) -> None:
@@ -211,6 +212,20 @@ def _threads(device: torch.device, n_workers: int) -> Iterator[None]:
             else:
                 os.environ[name] = value
 
+
+
+@contextlib.contextmanager
+def _flush_denormals() -> Iterator[None]:
+    """Train with denormal floats flushed to zero on the CPU, then switch flushing off again (torch's
+    default). A model whose float32 loss has underflowed (a grokked transformer without weight decay
+    reaches a train loss of exactly 0) fills its softmax and gradients with denormals, and x86 cores
+    compute on those about ten times slower: measured here, 957 against 100 ms per step on the same
+    state. Flushing changes only magnitudes below 1.2e-38 (float32) or 2.2e-308 (float64)."""
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 # --- assembly: per-checkpoint files -> one stored run -----------------------------------------
 

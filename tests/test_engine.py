@@ -276,3 +276,10 @@ def test_measuring_workers_die_with_their_parent(tmp_path):
     for pid in survivors:  # leave nothing behind, then fail
         os.kill(pid, signal.SIGKILL)
     assert not survivors, f"worker {worker} / resource tracker {tracker} outlived their parent"
+
+
+def test_training_flushes_denormals_and_switches_flushing_off_after():
+    tiny = 1e-323  # a float64 denormal
+    with engine._flush_denormals():
+        assert torch.tensor([tiny], dtype=torch.float64).item() == 0.0
+    assert torch.tensor([tiny], dtype=torch.float64).item() > 0.0
