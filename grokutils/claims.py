@@ -256,11 +256,12 @@ def _traps_by_peak(result: RunResult, layer: str) -> float:
     return max(most)
 
 
-def _run_claims(result: RunResult, key: str) -> dict[str, str]:
-    """The shared numbers of one run, keys prefixed with `key` (wd0, wd001)."""
+def _run_claims(result: RunResult, key: str, collapse: pd.DataFrame) -> dict[str, str]:
+    """The shared numbers of one run, keys prefixed with `key` (wd0, wd001); `collapse` is its
+    `collapse_table`."""
     from grokutils import fits, paper
 
-    collapse, crossing = collapse_table(result), alpha_crossing_table(result)
+    crossing = alpha_crossing_table(result)
     onset, mean_phases = trap_onset_table(result), phase_rule.find_phases(result.curves)
     down = collapse[collapse.collapsed]
     fc1 = crossing.xs("fc1", level="layer")
@@ -313,17 +314,17 @@ def _other(key: str) -> str:
     return "wd001" if key == "wd0" else "wd0"
 
 
-def _comparison_words(wd0: RunResult, wd001: RunResult) -> dict[str, str]:
+def _comparison_words(wd0: RunResult, wd001: RunResult, falls: dict[str, float]) -> dict[str, str]:
     """Sentences comparing the control with the WD = 0 run: which falls further (mean smoothed fall), and
     whether that run has the lower fixed-tail alphas at the end, the lower FC1 alpha at its peak and the
-    more FC1 traps by its peak, as the papers' reading of the signals expects."""
+    more FC1 traps by its peak, as the papers' reading of the signals expects. `falls`: the mean
+    smoothed fall of each run ('wd0', 'wd001'), from its `collapse_table`."""
     from grokutils import fits
 
     def end_mean(result, layer):
         fitted = fits.fixed_tail_alpha(result, layers=(layer,))
         return float(fitted[fitted.step == fitted.step.max()].alpha_top25.mean())
 
-    falls = {key: float(collapse_table(result).fall.mean()) for key, result in (("wd0", wd0), ("wd001", wd001))}
     deeper = "wd0" if falls["wd0"] >= falls["wd001"] else "wd001"
     names = {"wd0": "the run without weight decay", "wd001": "the control"}
     deeper_name = f"{names[deeper]}, which falls further ({falls[deeper]:.3f} against {falls[_other(deeper)]:.3f})"
@@ -355,9 +356,10 @@ def shared_claims(wd0: RunResult, wd001: RunResult) -> pd.Series:
     at the end, the fit diagnostics, the alarm evaluation), as text: the one table chapters glue from."""
     from grokutils import alarm_eval, fits, paper
 
-    shared = {**_run_claims(wd0, "wd0"), **_run_claims(wd001, "wd001")}
-    shared.update(_comparison_words(wd0, wd001))
-    shared["wd_effect_words"] = weight_decay_words(collapse_table(wd0), collapse_table(wd001))
+    collapse = {"wd0": collapse_table(wd0), "wd001": collapse_table(wd001)}  # computed once, read thrice
+    shared = {**_run_claims(wd0, "wd0", collapse["wd0"]), **_run_claims(wd001, "wd001", collapse["wd001"])}
+    shared.update(_comparison_words(wd0, wd001, {key: float(table.fall.mean()) for key, table in collapse.items()}))
+    shared["wd_effect_words"] = weight_decay_words(collapse["wd0"], collapse["wd001"])
     runs = {"WD = 0": wd0, "WD = 0.01": wd001}
     evaluation = alarm_eval.evaluate(runs, {label: fits.fixed_tail_alpha(run) for label, run in runs.items()})
     table = alarm_eval.summary(evaluation)

@@ -79,15 +79,16 @@ def paper_clock(steps, lr: float) -> np.ndarray:
 def edge_table(runs: dict[str, RunResult], layers: tuple[str, ...] = ("fc1", "fc2")) -> pd.DataFrame:
     """One column per run: seeds collapsed, the fall per seed, and test accuracy, alpha and traps
     at each phase edge of that run's own mean curves (`grokutils.phases`), mean ± sd over seeds."""
+    from grokutils.claims import collapse_table
     from grokutils.paper import mean_sd
-    from grokutils.phases import collapse_table, find_phases
+    from grokutils.phases import find_phases
 
     columns = {}
     for name, run in runs.items():
-        seeds = collapse_table(run.curves)
+        seeds = collapse_table(run)
         column = {"seeds collapsed": f"{int(seeds.collapsed.sum())} of {len(seeds)}",
                   "fall, smoothed peak to end": mean_sd(seeds.fall, ".3f"),
-                  "lowest train accuracy after the peak": f"{_train_after_peak(run, seeds):.3f}"}
+                  "lowest train accuracy after the peak": f"{seeds.min_train_accuracy_after_peak.min():.3f}"}
         for phase, step in find_phases(run.curves).edge_steps().items():
             at = f"at the end of {phase}"
             if step is None:
@@ -102,13 +103,6 @@ def edge_table(runs: dict[str, RunResult], layers: tuple[str, ...] = ("fc1", "fc
                 column[f"{layer} traps {at}"] = mean_sd(rows.traps, ".1f")
         columns[name] = column
     return pd.DataFrame(columns).fillna("-")  # a row another column has, for a phase this run did not reach
-
-
-def _train_after_peak(run: RunResult, seeds: pd.DataFrame) -> float:
-    """The lowest raw train accuracy of any seed after that seed's smoothed test peak."""
-    lows = [run.curves[(run.curves.seed == seed) & (run.curves.step >= peak)].train_accuracy.min()
-            for seed, peak in seeds.t_peak.items() if peak is not pd.NA]
-    return float(min(lows)) if lows else float("nan")
 
 
 def fall_table(run_a: RunResult, run_b: RunResult) -> pd.DataFrame:
