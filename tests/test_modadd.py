@@ -223,3 +223,15 @@ def test_a_run_continues_from_the_weights_another_run_kept(tiny_modadd):
         modadd.initial_weights(config, 1)
     with pytest.raises(FileNotFoundError, match="not a finished run"):
         modadd.initial_weights(dataclasses.replace(config, init_from=f"{tiny_modadd.path}-missing:final"), 0)
+
+
+def test_late_l2_change_reads_from_a_fraction_of_the_last_step():
+    import pandas as pd
+
+    from grokutils.store import RunResult
+
+    steps = [0, 10, 100, 1000]
+    curves = pd.DataFrame({"seed": 0, "step": steps, "l2_norm": [1.0, 2.0, 4.0, 5.0]})
+    run = RunResult(path=None, config=ModAddConfig(), meta={}, curves=curves, layers=pd.DataFrame())
+    assert modadd_plots.late_l2_change(run, decades=1) == pytest.approx(0.2)  # from step 100 (4.0) to 1000 (5.0)
+    assert modadd_plots.late_l2_change(run, decades=2) == pytest.approx(0.6)  # from step 10 (2.0)

@@ -281,7 +281,8 @@ def search_table(base: ModAddConfig, runs: list[RunResult]) -> pd.DataFrame:
         found = find_phases(result.curves)
         after_peak = result.curves[result.curves.step >= (found.t_peak or 0)]
         final = result.layers[result.layers.step == result.layers.step.max()]
-        rows.append({"changed": ", ".join(f"{k}={v}" for k, v in changed.items()) or "(none)",
+        unchanged = "(the main run)" if result.config == base else "(the main run's settings)"
+        rows.append({"changed": ", ".join(f"{k}={v}" for k, v in changed.items()) or unchanged,
                      "steps": f"{result.config.steps:,}", "peak test": round(found.peak_test_accuracy, 3),
                      "step of peak": "-" if found.t_peak is None else f"{found.t_peak:,}",
                      "final test": round(found.final_test_accuracy, 3),
@@ -316,3 +317,15 @@ def search_figure(base: ModAddConfig, runs: list[RunResult]) -> plt.Figure:
     axes.flat[0].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+def late_l2_change(result: RunResult, decades: float = 0.5) -> float:
+    """Relative change of the weights' l2 norm over the run's last `decades` of steps (from the
+    checkpoint nearest last step / 10**decades to the last one), mean over seeds: near 0 when training
+    has stopped moving the weights, as it does once a float32 loss underflows to exactly 0."""
+    curves = result.curves.sort_values("step")
+    last = int(curves.step.max())
+    steps = curves.step.unique()
+    start = int(steps[np.abs(np.log1p(steps) - np.log1p(last / 10 ** decades)).argmin()])
+    norms = curves[curves.step.isin([start, last])].pivot(index="seed", columns="step", values="l2_norm")
+    return float(((norms[last] - norms[start]).abs() / norms[last]).mean())
