@@ -267,26 +267,33 @@ def search_verdict(phases: Phases) -> str:
     return f"yes: falls {phases.fall:.2f} with train accuracy held"
 
 
+def changed_settings(base: ModAddConfig, config: ModAddConfig) -> str:
+    """What a search run changes from the main config `base`, besides its length and step (the
+    steps, checkpoints and step implementation of every search run); `init_from` by its hash."""
+    changed = {name: value for name, value in dataclasses.asdict(config).items()
+               if value != getattr(base, name) and name not in ("n_seeds", "steps", "n_checkpoints", "step_impl")}
+    if "init_from" in changed:
+        changed["init_from"] = changed["init_from"].split("-")[-1]  # the hash and which weights
+    unchanged = "(the main run)" if config == base else "(the main run's settings)"
+    return ", ".join(f"{k}={v}" for k, v in changed.items()) or unchanged
+
+
 def search_table(base: ModAddConfig, runs: list[RunResult]) -> pd.DataFrame:
     """The log of the collapse search, one row per run: what it changed from `base`, its steps, the
-    smoothed peak and final test accuracy (`grokutils.phases`), the lowest raw train accuracy after
-    the peak, the phase rule's 5-point collapse, the search's own bar (`search_verdict`), and the
+    smoothed peak and final test accuracy (`grokutils.phases`), the lowest raw train accuracy of any
+    seed after its own peak (`claims.collapse_table`), the phase rule's 5-point collapse, the search's own bar (`search_verdict`), and the
     mean traps and alpha of the analyzed matrices at the last step."""
+    from grokutils.claims import collapse_table
+
     rows = []
     for result in runs:
-        changed = {name: value for name, value in dataclasses.asdict(result.config).items()
-                   if value != getattr(base, name) and name not in ("n_seeds", "steps", "n_checkpoints", "step_impl")}
-        if "init_from" in changed:
-            changed["init_from"] = changed["init_from"].split("-")[-1]  # the hash and which weights
-        found = find_phases(result.curves)
-        after_peak = result.curves[result.curves.step >= (found.t_peak or 0)]
+        found, lowest = find_phases(result.curves), collapse_table(result).min_train_accuracy_after_peak.min()
         final = result.layers[result.layers.step == result.layers.step.max()]
-        unchanged = "(the main run)" if result.config == base else "(the main run's settings)"
-        rows.append({"changed": ", ".join(f"{k}={v}" for k, v in changed.items()) or unchanged,
+        rows.append({"changed": changed_settings(base, result.config),
                      "steps": f"{result.config.steps:,}", "peak test": round(found.peak_test_accuracy, 3),
                      "step of peak": "-" if found.t_peak is None else f"{found.t_peak:,}",
                      "final test": round(found.final_test_accuracy, 3),
-                     "min train after peak": round(float(after_peak.train_accuracy.min()), 3),
+                     "min train after peak": round(float(lowest), 3),
                      "5-point collapse": "yes" if found.collapsed else "no",
                      f"anti-grokking (fall >= {ANTI_GROKKING_DROP:g})": search_verdict(found),
                      "traps at end": round(float(final.traps.astype(float).mean()), 2),
@@ -299,16 +306,15 @@ def search_figure(base: ModAddConfig, runs: list[RunResult]) -> plt.Figure:
     the phase rule reads it) against steps, titled by what the run changed."""
     from grokutils.phases import smoothed_curves
 
-    log = search_table(base, runs)
     columns = min(3, len(runs))
     rows = -(-len(runs) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.0 * rows), squeeze=False, sharey=True)
-    for ax, result, (_, entry) in zip(axes.flat, runs, log.iterrows()):
+    for ax, result in zip(axes.flat, runs):
         accuracy = result.curves.groupby("step")[["train_accuracy", "test_accuracy"]].mean()
         ax.plot(accuracy.index, accuracy.train_accuracy, label="train", lw=1)
         ax.plot(accuracy.index, accuracy.test_accuracy, label="test", lw=1)
         ax.plot(accuracy.index, smoothed_curves(result.curves).test_accuracy, color="k", lw=0.8, label="test, smoothed")
-        ax.set_title(f"{entry.changed}\n{entry.steps} steps", fontsize=8)
+        ax.set_title(f"{changed_settings(base, result.config)}\n{result.config.steps:,} steps", fontsize=8)
         ax.set_ylim(0, 1.02)
         step_axis(ax)
     for ax in axes.flat[len(runs):]:
