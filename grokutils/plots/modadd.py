@@ -281,8 +281,8 @@ def changed_settings(base: ModAddConfig, config: ModAddConfig) -> str:
 def search_table(base: ModAddConfig, runs: list[RunResult]) -> pd.DataFrame:
     """The log of the collapse search, one row per run: what it changed from `base`, its steps, the
     smoothed peak and final test accuracy (`grokutils.phases`), the lowest raw train accuracy of any
-    seed after its own peak (`claims.collapse_table`), the phase rule's 5-point collapse, the search's own bar (`search_verdict`), and the
-    mean traps and alpha of the analyzed matrices at the last step."""
+    seed after its own peak (`claims.collapse_table`), the phase rule's 5-point collapse, the search's
+    own bar (`search_verdict`), and the mean traps and alpha of the analyzed matrices at the last step."""
     from grokutils.claims import collapse_table
 
     rows = []
