@@ -1,7 +1,7 @@
 """grokutils: the helper package behind the anti-grokking compendium notebooks.
 
 The road of both experiments: a profile names a run (`runs`) -> its config (`config`) ->
-`engine.run` trains every seed (`train`, `fast`; what differs per experiment: `tasks`) and
+`engine.run` trains every seed (`train`, `batched`; what differs per experiment: `tasks`) and
 measures every checkpoint (`measures`, `htsr`, `modadd`) -> the results store (`store`) ->
 figures and tables (`plots`) -> the notebooks. README.md, section Layout, draws it.
 """

@@ -19,8 +19,9 @@ from grokutils.data import DATA_SOURCES
 from grokutils.models import DTYPES as MLP_DTYPES
 from grokutils.transformer import DTYPES as MODADD_DTYPES
 
-LATE_FIELDS = {"init_from": ""}  # field -> the default at which it stays out of the hash
+LATE_FIELDS = {"init_from": "", "optimizer": "adamw"}  # field -> the default at which it stays out of the hash
 INIT_FROM = re.compile(r"^[^:]+:(init|best|final)$")  # modular addition: a stored run's kept weights
+MLP_OPTIMIZERS = ("adamw", "adam", "sgd")  # the MLP's torch.optim optimizer (grokutils.batched.make_optimizer)
 STEP_IMPLEMENTATIONS = ("fast", "reference", "compiled")  # modular addition: attention per token, at every
 # position, or the fast loss under torch.compile (grokutils.modadd.loss_function)
 
@@ -100,7 +101,7 @@ class MLPConfig:
     n_seeds: int = 1  # seeds 0 .. n_seeds-1 (paper: seed 0; tables: mean +- sd over seeds)
     weight_decay: float = 0.0  # AdamW weight decay (paper: 0.0 main, 0.01 control)
     init_scale: float = 8.0  # every parameter x this after default init (paper: 8; notebook: 4)
-    lr: float = 5e-4  # AdamW learning rate; betas (0.9, 0.999), eps 1e-8 are the defaults
+    lr: float = 5e-4  # learning rate; AdamW's betas (0.9, 0.999), eps 1e-8 are torch's defaults
     batch_size: int = 200
     n_per_class: int = 100  # training images per class (paper: 100)
     data_seed: int = 0  # seed of the stratified draw
@@ -111,6 +112,7 @@ class MLPConfig:
     sparsity_tau: float = 1.0  # activation-sparsity threshold (authors' notebook: 1)
     lcc_drop_fraction: float = 0.1  # circuit complexity, paper text: fraction of weights zeroed
     lcc_dropout_p: float = 0.5  # circuit complexity, authors' notebook: dropout probability
+    optimizer: str = "adamw"  # the papers' AdamW; "adam" (L2 weight decay) or "sgd" (no momentum) to compare
 
     def __post_init__(self) -> None:
         _check_fields(self, positive_int=("steps", "n_seeds", "batch_size", "n_per_class", "n_checkpoints"),
@@ -120,12 +122,14 @@ class MLPConfig:
                 "True or False")
         require("data_source", self.data_source, self.data_source in DATA_SOURCES, f"one of {DATA_SOURCES}")
         require("dtype", self.dtype, self.dtype in MLP_DTYPES, f"one of {sorted(MLP_DTYPES)}")
+        require("optimizer", self.optimizer, self.optimizer in MLP_OPTIMIZERS, f"one of {MLP_OPTIMIZERS}")
         n_train = 10 * self.n_per_class
         require("batch_size", self.batch_size, self.batch_size <= n_train, f"at most the {n_train} training images")
 
     def slug(self) -> str:
         """A readable prefix of the results folder name."""
-        return f"mlp-wd{self.weight_decay:g}-{self.steps}steps-{self.n_seeds}seeds"
+        optimizer = "" if self.optimizer == "adamw" else f"-{self.optimizer}"
+        return f"mlp-wd{self.weight_decay:g}-{self.steps}steps-{self.n_seeds}seeds{optimizer}"
 
     @property
     def checkpoint_steps(self) -> list[int]:

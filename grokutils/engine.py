@@ -36,7 +36,7 @@ import torch
 from safetensors.torch import load_file
 from tqdm import tqdm
 
-from grokutils import __version__, fast, store, train, workers
+from grokutils import __version__, store, train, workers
 from grokutils.config import is_int, resolve_device
 from grokutils.htsr import import_weightwatcher
 from grokutils.paths import RESULTS_DIR
@@ -100,7 +100,7 @@ def _compute(config, final: Path, device: torch.device, n_workers: int, progress
                 if weights_path(seed_dir, step).exists():
                     submit(seed, step, weights_path(seed_dir, step))
         tic = time.perf_counter()
-        statuses = _train(task, config, seed_dirs, data, device, submit, progress)
+        statuses = train.train_seeds(task, config, seed_dirs, data, device, on_checkpoint=submit, progress=progress)
         timings["train_s"] += time.perf_counter() - tic
         for job in tqdm(jobs, desc="measuring", disable=not progress, unit="ckpt"):
             timings["measure_s"] += job.result()
@@ -108,16 +108,6 @@ def _compute(config, final: Path, device: torch.device, n_workers: int, progress
     _assemble(config, work, final, statuses, timings, task.describe(config, data), data, device)
     shutil.rmtree(work)
     return store.load_run(final, task.config_class)
-
-
-def _train(task, config, seed_dirs: dict, data, device, submit: Callable, progress: bool) -> dict:
-    """All seeds: as one batched model where the task allows it, else one after another."""
-    if task.batched:
-        return fast.train_seeds(config, seed_dirs, data.train_x, data.train_y, device, on_checkpoint=submit,
-                                progress=progress)
-    return {seed: train.train_seed(task, config, seed, data, seed_dir, device, progress=progress,
-                                   on_checkpoint=lambda step, path, s=seed: submit(s, step, path))
-            for seed, seed_dir in seed_dirs.items()}
 
 
 # --- measuring: worker processes, one thread each ---------------------------------------------

@@ -2,8 +2,8 @@
 
     curve = accuracy_curve(MLPConfig(steps=100_000, lr=2e-3, dtype="float32", n_checkpoints=60))
 
-Each point of the sweep is an `MLPConfig` with one seed, trained by the batched trainer
-(`grokutils.fast`) in this process, and evaluated on the whole training and test sets at
+Each point of the sweep is an `MLPConfig` with one seed, trained by the training loop's seed
+group (`grokutils.train.SeedGroup`) in this process, and evaluated on the whole training and test sets at
 its log-spaced checkpoints: train and test accuracy only, no HTSR measures, so a point
 costs its training time and little more. A finished point is one Parquet file in
 `results/sweep/`, named by the config's hash and written atomically, sealed by a
@@ -27,14 +27,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from grokutils import store
-from grokutils.batched import unflatten
+from grokutils import store, tasks
 from grokutils.config import MLPConfig, resolve_device
-from grokutils.fast import BatchedTrainer
 from grokutils.measures import cached_mnist
 from grokutils.models import make_mlp
 from grokutils.paths import RESULTS_DIR
 from grokutils.store import file_sha256
+from grokutils.train import SeedGroup
 
 log = logging.getLogger(__name__)
 SWEEP_FOLDER = "sweep"
@@ -46,10 +45,10 @@ def point_path(config: MLPConfig, results_dir: Path | str = RESULTS_DIR) -> Path
     return Path(results_dir) / SWEEP_FOLDER / f"{name}-{store.config_hash(config)}.parquet"
 
 
-def accuracies(params: torch.Tensor, config: MLPConfig, data) -> dict[str, float]:
-    """Train and test accuracy of one seed's flat parameter row (P,)."""
+def accuracies(weights: dict[str, torch.Tensor], config: MLPConfig, data) -> dict[str, float]:
+    """Train and test accuracy of one seed's weights (an `MLP.state_dict()`)."""
     model = make_mlp(seed=0, init_scale=1.0, dtype=config.dtype)
-    model.load_state_dict(unflatten(params.detach().cpu()))
+    model.load_state_dict(weights)
     dtype = model.fc1.weight.dtype
     with torch.no_grad():
         return {f"{split}_accuracy": float((model(x.to(dtype)).argmax(1) == y).double().mean())
@@ -72,13 +71,13 @@ def accuracy_curve(config: MLPConfig, results_dir: Path | str = RESULTS_DIR, dev
         return stored
     torch_device = resolve_device(device)
     data = cached_mnist(config.n_per_class, config.data_seed, config.data_source)
-    trainer = BatchedTrainer(config, [0], data.train_x, data.train_y, torch_device)
+    trainer = SeedGroup(tasks.MLP, config, [0], data, torch_device)
     rows, clock = [], 0.0
     for step in config.checkpoint_steps:
         tic = time.perf_counter()
         trainer.run(step - trainer.step)
         clock += time.perf_counter() - tic
-        rows.append({"step": step, **accuracies(trainer.state.params[0], config, data), "seconds": clock})
+        rows.append({"step": step, **accuracies(trainer.model.seed_weights(0), config, data), "seconds": clock})
         if progress:
             log.info("lr %g %s: step %d, test accuracy %.3f", config.lr, config.dtype, step,
                      rows[-1]["test_accuracy"])

@@ -1,8 +1,8 @@
-"""The one training loop: a seed of any task, resumable, with checkpoints at log-spaced steps.
+"""The one training loop: the seeds of any task, resumable, with checkpoints at log-spaced steps.
 
-`train_seed(task, config, seed, data, seed_dir, device)` trains one seed of either experiment
-(`grokutils.tasks` says what differs); `grokutils.fast` trains the MLP's seeds as one batched
-model and writes the same files through `save_checkpoint` and `save_state`:
+`train_seeds(task, config, seed_dirs, data, device)` trains the seeds of either experiment
+(`grokutils.tasks` says what differs: the MLP's seeds train together as one batched module,
+a transformer seed alone) with the optimizer the task builds, and writes for each seed:
 
     seed_dir/weights/step_000001234.safetensors   the weights at each checkpoint step
     seed_dir/state.pt                             model, optimizer, step and status, for resuming
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 FINITE_CHECK_EVERY = 100  # steps between checks for a NaN/Inf loss (each check syncs a GPU)
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=64)
 def epoch_order(seed: int, epoch: int, n_train: int) -> torch.Tensor:
     """The permutation of the training rows in one epoch of one seed."""
     return torch.randperm(n_train, generator=torch.Generator().manual_seed((seed << 32) + epoch))
@@ -53,8 +53,8 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_of
         for group in optimizer.param_groups:
             group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
-    loss = loss_of()
-    loss.backward()
+    loss = loss_of()  # a scalar, or one loss per seed of a batched model (their sum's gradient is each seed's own)
+    (loss.sum() if loss.dim() else loss).backward()
     optimizer.step()
     return loss.detach()
 
@@ -98,62 +98,129 @@ def save_checkpoint(seed_dir: Path, state: dict, on_checkpoint: Callable[[int, P
     on_checkpoint(state["step"], path)
 
 
-def restore_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, seed_dir: Path,
-                  device: torch.device) -> tuple[int, str | None]:
-    """Load a seed's saved state into model and optimizer: (step, status); (0, None) if none."""
-    state = load_state(seed_dir, device)
-    if state is None:
-        return 0, None
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    return int(state["step"]), state["status"]
-
-
 def progress_bar(total: int, initial: int, label: str, progress: bool) -> tqdm:
     """The training progress bar (steps), quiet when `progress` is False."""
     return tqdm(total=total, initial=initial, desc=label, disable=not progress, unit="step", unit_scale=True,
                 mininterval=1.0, smoothing=0.05)
 
 
-def _state(model, optimizer, step: int, status: str) -> dict:
-    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "status": status}
+class SeedGroup:
+    """Seeds of one task that train together from one common step: model, optimizer, train set.
+
+        group = SeedGroup(task, config, [0, 1, 2], data, device)   # step 0; or states=[state.pt dicts]
+        group.run(1_000)                                            # updates; group.step, group.diverged
+        group.seed_state(0, "running")                              # what seed 0's state.pt holds
+
+    The task builds one model for the group (the MLP: all seeds as one batched module; the
+    transformer: one seed) and says how a seed's state is cut out of it and put back.
+    `diverged` maps seed -> the first checked step with a non-finite loss, checked every
+    FINITE_CHECK_EVERY steps and at the end of each `run`.
+    """
+
+    def __init__(self, task, config, seeds: list[int], data, device: torch.device, states: list[dict] | None = None):
+        self.task, self.config, self.seeds, self.device = task, config, list(seeds), device
+        self.model, self.optimizer = task.model_and_optimizer(config, self.seeds, device)
+        self.step = 0
+        if states is not None:
+            if len({int(state["step"]) for state in states}) != 1:
+                raise ValueError(f"saved states must share one step to train together, got steps "
+                                 f"{sorted(int(state['step']) for state in states)}")
+            task.load_states(self.model, self.optimizer, states)
+            self.step = int(states[0]["step"])
+        self.train_set = task.train_set(config, data, device)
+        self.diverged: dict[int, int] = {}
+
+    @property
+    def live(self) -> list[int]:
+        """The seeds that have not diverged."""
+        return [seed for seed in self.seeds if seed not in self.diverged]
+
+    def run(self, n_steps: int, bar: tqdm | None = None) -> None:
+        """Take `n_steps` updates, or fewer if every seed has diverged."""
+        target = self.step + n_steps
+        while self.step < target:
+            losses = self.task.step(self.config, self.seeds, self.step, self.model, self.optimizer, self.train_set)
+            self.step += 1
+            if self.step % FINITE_CHECK_EVERY == 0 or self.step == target:
+                if bar is not None:
+                    bar.update(self.step - bar.n)
+                finite = torch.isfinite(losses).tolist()
+                for seed, ok in zip(self.seeds, finite):
+                    if not ok:
+                        self.diverged.setdefault(seed, self.step)
+                if not self.live:
+                    return
+
+    def seed_state(self, seed: int, status: str, step: int | None = None) -> dict:
+        """Seed `seed` as `state.pt` holds it: {model, optimizer, step, status} of a one-seed loop."""
+        model, optimizer = self.task.seed_state(self.model, self.optimizer, self.seeds.index(seed), self.config)
+        return {"model": model, "optimizer": optimizer, "step": self.step if step is None else step, "status": status}
+
+
+def train_seeds(task, config, seed_dirs: dict[int, Path], data, device: torch.device,
+                on_checkpoint: Callable[[int, int, Path], None] = lambda seed, step, path: None,
+                progress: bool = True) -> dict[int, dict]:
+    """Train every seed in `seed_dirs` (seed -> folder) to `config.steps`, resuming each from
+    its `state.pt`: seeds saved at one step train together (in groups of `task.group_size`).
+
+    Saves the weights at every checkpoint step (then calls `on_checkpoint(seed, step, path)`)
+    and the training state after them. A seed whose loss turns non-finite stops there: its
+    state says "diverged", and it is not restarted. Returns {seed: {"status": "finished" |
+    "diverged", "step": last step}}.
+    """
+    statuses, groups = {}, {}
+    for seed, seed_dir in seed_dirs.items():
+        (Path(seed_dir) / "weights").mkdir(parents=True, exist_ok=True)
+        saved = load_state(Path(seed_dir))
+        if saved is not None and saved["status"] in ("diverged", "finished"):
+            statuses[seed] = {"status": saved["status"], "step": int(saved["step"])}
+        else:  # a fresh seed (None: no state yet) or one to resume
+            groups.setdefault(-1 if saved is None else int(saved["step"]), {})[seed] = saved
+    for _, members in sorted(groups.items()):
+        seeds = sorted(members)
+        size = task.group_size or len(seeds)
+        for first in range(0, len(seeds), size):
+            part = seeds[first:first + size]
+            states = None if members[part[0]] is None else [members[seed] for seed in part]
+            statuses.update(_train_group(task, config, part, states, seed_dirs, data, device, on_checkpoint,
+                                         progress))
+    return {seed: statuses[seed] for seed in seed_dirs}
+
+
+def _train_group(task, config, seeds: list[int], states: list[dict] | None, seed_dirs: dict, data,
+                 device: torch.device, on_checkpoint: Callable, progress: bool) -> dict[int, dict]:
+    """Train one group of seeds from its common step (fresh if `states` is None) to the end."""
+    group, statuses = SeedGroup(task, config, seeds, data, device, states), {}
+
+    def checkpoint(seed: int) -> None:
+        save_checkpoint(Path(seed_dirs[seed]), group.seed_state(seed, "running"),
+                        lambda step, path: on_checkpoint(seed, step, path))
+
+    if states is None:
+        for seed in seeds:
+            checkpoint(seed)
+    label = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {','.join(map(str, seeds))}"
+    bar = progress_bar(config.steps, group.step, label, progress)
+    for target in [t for t in config.checkpoint_steps if t > group.step]:
+        group.run(target - group.step, bar)
+        for seed in [s for s in group.diverged if s not in statuses]:
+            step = group.diverged[seed]
+            log.warning("seed %d: non-finite loss by step %d; run stopped", seed, step)
+            save_state(Path(seed_dirs[seed]), group.seed_state(seed, "diverged", step))
+            statuses[seed] = {"status": "diverged", "step": step}
+        if not group.live:
+            break
+        for seed in group.live:
+            checkpoint(seed)
+    bar.close()
+    for seed in group.live:
+        save_state(Path(seed_dirs[seed]), group.seed_state(seed, "finished"))
+        statuses[seed] = {"status": "finished", "step": group.step}
+    return statuses
 
 
 def train_seed(task, config, seed: int, data, seed_dir: Path, device: torch.device,
                on_checkpoint: Callable[[int, Path], None] = lambda step, path: None, progress: bool = True) -> dict:
-    """Train one seed of `task` to `config.steps`, resuming from `seed_dir/state.pt` if it exists.
-
-    Saves the weights at every checkpoint step (then calls `on_checkpoint(step, path)`) and
-    the training state after them. Returns {"status": "finished" | "diverged", "step": last step}.
-    """
-    (seed_dir / "weights").mkdir(parents=True, exist_ok=True)
-    model, optimizer = task.model_and_optimizer(config, seed, device)
-    step, status = restore_state(model, optimizer, seed_dir, device)
-    if status == "diverged":
-        return {"status": "diverged", "step": step}
-    if status is None:
-        save_checkpoint(seed_dir, _state(model, optimizer, 0, "running"), on_checkpoint)
-    train_set, bar = task.train_set(config, data, device), progress_bar(config.steps, step, f"seed {seed}", progress)
-    status = "finished"
-    for target in [t for t in config.checkpoint_steps if t > step]:
-        step, finite = _train_until(task, config, seed, model, optimizer, train_set, step, target, bar)
-        if not finite:
-            status = "diverged"
-            log.warning("seed %d: non-finite loss by step %d; run stopped", seed, step)
-            break
-        save_checkpoint(seed_dir, _state(model, optimizer, step, "running"), on_checkpoint)
-    bar.close()
-    save_state(seed_dir, _state(model, optimizer, step, status))
-    return {"status": status, "step": step}
-
-
-def _train_until(task, config, seed, model, optimizer, train_set, step: int, target: int, bar) -> tuple[int, bool]:
-    """Updates from `step` to `target`; stops early (finite=False) on a NaN/Inf loss."""
-    while step < target:
-        loss = task.step(config, seed, step, model, optimizer, train_set)
-        step += 1
-        if step % FINITE_CHECK_EVERY == 0 or step == target:
-            bar.update(step - bar.n)
-            if not torch.isfinite(loss):
-                return step, False
-    return step, True
+    """`train_seeds` for one seed, `on_checkpoint(step, path)`: {"status": ..., "step": ...}."""
+    return train_seeds(task, config, {seed: Path(seed_dir)}, data, device,
+                       lambda _, step, path: on_checkpoint(step, path), progress)[seed]

@@ -18,7 +18,7 @@ def test_a_tiny_run_prints_both_precisions_and_the_speed_up(capsys):
     bench.main(["--device", "cpu", "--steps", "3", "--warmup", "1", "--seeds", "2", "--processes", "2",
                 "--modadd-steps", "1"])
     report = capsys.readouterr().out
-    for row in ("naive float64", "fast float64, 2 seeds (eager)", "fast float32, 2 seeds (compiled)",
-                "fast float32, 2 processes x 2 seeds", "speed-up in seed-steps/s"):
+    for row in ("naive float64", "batched float64, 2 seeds (eager)", "batched float32, 2 seeds (compiled, fused AdamW)",
+                "batched float32, 2 processes x 2 seeds", "speed-up in seed-steps/s"):
         assert row in report, f"{row!r} missing from the report:\\n{report}"
-    assert "fast float64, 2 seeds (seed 0) vs reference float64 after 4 steps: max |w difference| 0 " in report
+    assert "batched float64, 2 seeds (seed 0) vs reference float64 after 4 steps: max |w difference| 0 " in report

@@ -1,7 +1,7 @@
 """The engine and the one training loop, for both tasks: kill and resume, NaN, cache hits, locks.
 
-Each test runs once per task (`TASKS`): the MLP (seeds batched by `grokutils.fast` inside the
-engine, `grokutils.train.train_seed` for one seed) and modular addition (`train_seed` always).
+Each test runs once per task (`TASKS`): the MLP (its seeds one batched module) and modular
+addition (one seed at a time), both through `grokutils.train.train_seeds`.
 """
 from __future__ import annotations
 
@@ -135,7 +135,7 @@ def _refuse_training(monkeypatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(engine, "_train", refuse)
+    monkeypatch.setattr(train, "train_seeds", refuse)
 
 
 def test_stored_run_is_loaded_not_recomputed(finished, monkeypatch):
@@ -194,21 +194,21 @@ def test_run_killed_at_a_checkpoint_resumes_and_matches(finished, tmp_path, monk
     """The engine is stopped at a checkpoint mid-run: nothing is sealed; the rerun resumes
     (training and measuring) and stores the same tables as an uninterrupted run."""
     steps = finished.config.checkpoint_steps
-    real_train, kill_at = engine._train, steps[len(steps) // 2]  # a checkpoint before the last
+    real_train, kill_at = train.train_seeds, steps[len(steps) // 2]  # a checkpoint before the last
 
-    def killed_mid_run(task, config, seed_dirs, data, device, submit, progress):
+    def killed_mid_run(task, config, seed_dirs, data, device, on_checkpoint, progress):
         def callback(seed, step, path):
-            submit(seed, step, path)
+            on_checkpoint(seed, step, path)
             if step == kill_at:
                 raise KeyboardInterrupt("simulated kill")
         return real_train(task, config, seed_dirs, data, device, callback, progress)
 
-    monkeypatch.setattr(engine, "_train", killed_mid_run)
+    monkeypatch.setattr(train, "train_seeds", killed_mid_run)
     with pytest.raises(KeyboardInterrupt):
         engine.run(finished.config, results_dir=tmp_path, device="cpu", n_workers=1, progress=False)
     final = store.run_dir(finished.config, tmp_path)
     assert not final.exists() and store.partial_dir(final).is_dir()
-    monkeypatch.setattr(engine, "_train", real_train)
+    monkeypatch.setattr(train, "train_seeds", real_train)
     resumed = engine.run(finished.config, results_dir=tmp_path, device="cpu", n_workers=1, progress=False)
     assert not store.partial_dir(final).exists()
     pd.testing.assert_frame_equal(resumed.curves, finished.curves)

@@ -214,7 +214,7 @@ def test_a_run_continues_from_the_weights_another_run_kept(tiny_modadd):
     config = dataclasses.replace(tiny_modadd.config, init_from=source, weight_decay=0.0)
     weights = modadd.initial_weights(config, 0)
     kept = tiny_modadd.weights(0, "final")
-    model, _ = tasks.MODADD.model_and_optimizer(config, 0, torch.device("cpu"))
+    model, _ = tasks.MODADD.model_and_optimizer(config, [0], torch.device("cpu"))
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, kept[name].to(tensor.dtype)) and torch.equal(weights[name], tensor), name
     with pytest.raises(ValueError, match="they must share the data"):

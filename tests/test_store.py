@@ -160,7 +160,7 @@ def test_corrupted_store_is_recomputed_with_a_warning(tiny_run, tmp_path, monkey
     def stop(*args, **kwargs):
         raise RuntimeError("recomputing started")
 
-    monkeypatch.setattr(engine, "_train", stop)
+    monkeypatch.setattr(train, "train_seeds", stop)
     with caplog.at_level("WARNING", logger="grokutils"), pytest.raises(RuntimeError, match="recomputing"):
         engine.run(tiny_run.config, results_dir=tmp_path, device="cpu", progress=False)
     warning = " ".join(record.getMessage() for record in caplog.records if record.levelname == "WARNING")
@@ -198,7 +198,7 @@ def test_a_seal_that_does_not_list_the_run_files_is_damaged(file_sizes, tiny_run
     def stop(*args, **kwargs):
         raise RuntimeError("recomputing started")
 
-    monkeypatch.setattr(engine, "_train", stop)
+    monkeypatch.setattr(train, "train_seeds", stop)
     with caplog.at_level("WARNING", logger="grokutils"), pytest.raises(RuntimeError, match="recomputing"):
         engine.run(tiny_run.config, results_dir=tmp_path, device="cpu", progress=False)
     assert "damaged" in caplog.text and copy.name in caplog.text

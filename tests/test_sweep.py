@@ -70,7 +70,7 @@ def test_a_point_stored_before_seals_still_loads_and_can_be_sealed(tmp_path, mon
     curve = sweep.accuracy_curve(TINY, tmp_path)
     path = sweep.point_path(TINY, tmp_path)
     sweep.seal_path(path).unlink()  # as written before seals existed
-    monkeypatch.setattr(sweep, "BatchedTrainer", lambda *args, **kwargs: pytest.fail("a stored point was retrained"))
+    monkeypatch.setattr(sweep, "SeedGroup", lambda *args, **kwargs: pytest.fail("a stored point was retrained"))
     pd.testing.assert_frame_equal(sweep.accuracy_curve(TINY, tmp_path), curve)
     assert sweep.main(["--seal", str(path)]) == 0
     assert sweep.seal_path(path).read_text() == f"{sweep.file_sha256(path)}  {path.name}\n"

