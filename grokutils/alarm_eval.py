@@ -168,19 +168,19 @@ def recommendation(table: pd.DataFrame) -> str:
 
 
 def stored_runs(results_dir) -> dict[str, RunResult]:
-    """Every finished MLP and modular-addition run in a results folder, by its folder name without the hash."""
+    """Every finished MLP run in a results folder, by its folder name. The rules read the MLP's
+    layers FC1 and FC2, so modular-addition runs are left out; the name keeps its hash, which
+    tells apart runs whose names agree (a float32 and a float64 run of the same length)."""
     from pathlib import Path
 
-    from grokutils.config import MLPConfig, ModAddConfig
+    from grokutils.config import MLPConfig
     from grokutils.store import load_if_finished
 
     found = {}
     for folder in sorted(Path(results_dir).iterdir()):
-        kind = MLPConfig if folder.name.startswith("mlp-") else ModAddConfig if folder.name.startswith("modadd-") \
-            else None
-        if kind is None or not folder.is_dir() or folder.suffix in (".partial", ".staging", ".lock"):
+        if not folder.name.startswith("mlp-") or not folder.is_dir() or folder.suffix in (".partial", ".staging"):
             continue
-        result = load_if_finished(folder, kind)
+        result = load_if_finished(folder, MLPConfig)
         if result is not None:
-            found[folder.name.rsplit("-", 1)[0]] = result
+            found[folder.name] = result
     return found
