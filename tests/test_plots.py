@@ -65,3 +65,21 @@ def test_fit_diagnostics_figure_draws(tiny_run):
     fig = fit_diagnostics_figure(fits.fixed_tail_alpha(tiny_run), find_phases(tiny_run.curves), tiny_run.config)
     assert len(fig.axes) >= 4 and all(ax.lines for ax in fig.axes[:4])
     plt.close(fig)
+
+
+def test_weight_collapse_finds_the_first_fall_of_the_norm_below_one_percent():
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from grokutils.plots.modadd import weight_collapse
+
+    steps = [0, 10, 20, 30, 40]
+    curves = pd.DataFrame({"seed": 0, "step": steps, "l2_norm": [5.0, 30.0, 31.0, 0.2, 2.0],
+                           "train_loss": [4.7, 0.1, 1e-7, 4.7, 4.7], "train_accuracy": [0.0, 1.0, 1.0, 0.01, 0.02],
+                           "test_accuracy": [0.0, 0.9, 1.0, 0.01, 0.03]})
+    found = weight_collapse(SimpleNamespace(curves=curves))
+    assert found == {"step_before": 20, "step": 30, "norm_before": 31.0, "norm": 0.2, "train_loss_before": 1e-7,
+                     "train_accuracy_after": 0.02, "test_accuracy_after": 0.03}
+    curves.loc[3, "l2_norm"] = 0.4  # 1.3% of the largest norm so far: not a collapse
+    assert weight_collapse(SimpleNamespace(curves=curves)) is None

@@ -335,3 +335,20 @@ def late_l2_change(result: RunResult, decades: float = 0.5) -> float:
     start = int(steps[np.abs(np.log1p(steps) - np.log1p(last / 10 ** decades)).argmin()])
     norms = curves[curves.step.isin([start, last])].pivot(index="seed", columns="step", values="l2_norm")
     return float(((norms[last] - norms[start]).abs() / norms[last]).mean())
+
+
+def weight_collapse(result: RunResult, fraction: float = 0.01) -> dict | None:
+    """Where the weights' l2 norm (mean over seeds) first falls below `fraction` of its largest
+    value so far: the checkpoint before and the one at the fall, with the train loss and
+    accuracy before it and the test accuracy after; None if it never does. A model whose loss has
+    stopped giving gradients is shrunk towards zero by weight decay alone."""
+    curves = result.curves.groupby("step")[["l2_norm", "train_loss", "train_accuracy", "test_accuracy"]].mean()
+    fallen = curves.l2_norm < fraction * curves.l2_norm.cummax()
+    if not fallen.any():
+        return None
+    at = curves.index[fallen.argmax()]
+    before = curves.index[curves.index.get_loc(at) - 1]
+    return {"step_before": int(before), "step": int(at), "norm_before": float(curves.l2_norm[before]),
+            "norm": float(curves.l2_norm[at]), "train_loss_before": float(curves.train_loss[before]),
+            "train_accuracy_after": float(curves.train_accuracy.iloc[-1]),
+            "test_accuracy_after": float(curves.test_accuracy.iloc[-1])}
