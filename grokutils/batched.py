@@ -157,7 +157,7 @@ def load_seed_states(model: BatchedMLP, optimizer: torch.optim.Optimizer, saved:
     for i, parameter in enumerate(model.parameters()):
         stacked[i] = {}
         for key, value in per_seed[0][i].items():
-            if value.dim() == parameter.dim() - 1:  # a per-parameter tensor: one slice per seed
+            if torch.is_tensor(value) and value.shape == parameter.shape[1:]:  # a seed's slice: stack them
                 stacked[i][key] = torch.stack([state[i][key] for state in per_seed])
             else:
                 stacked[i][key] = value
