@@ -22,7 +22,7 @@ import time
 import torch
 
 from grokutils import tasks
-from grokutils.tools.bench import training_digits
+from grokutils.tools.bench import training_digits, weight_difference
 from grokutils.tools.train import config_of
 from grokutils.train import SeedGroup
 
@@ -60,10 +60,8 @@ def main(argv: list[str] | None = None) -> None:
         group, setup, rate = results[name]
         print(f"{name:<8} setup {setup:6.1f} s  {rate:9,.1f} steps/s  {rate * config.n_seeds:9,.1f} seed-steps/s")
     gpu, cpu = results[args.device][0], results["cpu"][0]
-    worst = 0.0
-    for index in range(config.n_seeds):
-        ours, theirs = gpu.model.seed_weights(index), cpu.model.seed_weights(index)
-        worst = max(worst, max((ours[k] - theirs[k]).abs().max().item() / theirs[k].abs().max().item() for k in ours))
+    worst = max(weight_difference(gpu.model.seed_weights(index), cpu.model.seed_weights(index))[1]
+                for index in range(config.n_seeds))
     print(f"GPU vs CPU weights after {gpu.step} steps: max |difference| / max |w| = {worst:.3g}; "
           f"diverged: {gpu.diverged or 'none'}; the profile's {config.steps:,} steps at this rate: "
           f"{config.steps / results[args.device][2] / 3600:.1f} h")

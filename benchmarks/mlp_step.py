@@ -32,7 +32,7 @@ from grokutils import tasks
 from grokutils.config import MLPConfig
 from grokutils.models import MLP, make_mlp
 from grokutils.tasks import batch_indices
-from grokutils.tools.bench import in_processes, training_digits
+from grokutils.tools.bench import in_processes, training_digits, weight_difference
 from grokutils.train import SeedGroup
 
 CONFIG = MLPConfig(dtype="float32", lr=5e-3, steps=10_000_000)
@@ -115,9 +115,7 @@ def _worker(args: argparse.Namespace, barrier, queue) -> None:
             tic = time.perf_counter()
             run(args.steps)
             best[name] = min(best[name], (time.perf_counter() - tic) / args.steps)
-    ours, theirs = module.model.seed_weights(0), handwritten.seed_weights(0)
-    difference = max((ours[name] - theirs[name]).abs().max().item() / theirs[name].abs().max().item()
-                     for name in ours)
+    _, difference = weight_difference(module.model.seed_weights(0), handwritten.seed_weights(0))
     queue.put((best, difference, module.step))
 
 

@@ -111,11 +111,10 @@ def reference_loop(config: MLPConfig, x: torch.Tensor, y: torch.Tensor, device: 
     return run, model
 
 
-def weight_difference(group: SeedGroup, model: torch.nn.Module) -> tuple[float, float]:
-    """Max |w_batched - w_reference| of seed 0 over all parameters, and that over max |w_reference|."""
-    batched = group.model.seed_weights(group.seeds.index(0))
-    difference = max((batched[name] - tensor.cpu()).abs().max().item() for name, tensor in model.state_dict().items())
-    return difference, difference / max(tensor.abs().max().item() for tensor in model.state_dict().values())
+def weight_difference(weights: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> tuple[float, float]:
+    """Max |w - w_reference| over all tensors of two state dicts, and that over max |w_reference|."""
+    difference = max((weights[name].cpu() - tensor.cpu()).abs().max().item() for name, tensor in reference.items())
+    return difference, difference / max(tensor.abs().max().item() for tensor in reference.values())
 
 
 def batched_group(config: MLPConfig, n_seeds: int, x: torch.Tensor, y: torch.Tensor,
@@ -161,7 +160,7 @@ def mlp_rows(args: argparse.Namespace, device: torch.device) -> list[str]:
                      f"{1 / seconds / naive_rate:>9.1f}x{PAPER_STEPS * seconds / 60:>8.1f} min{untimed:>8.1f} s")
     lines += _speedup_lines(timings, args)
     for name, (dtype, group) in groups.items():
-        absolute, relative = weight_difference(group, references[dtype])
+        absolute, relative = weight_difference(group.model.seed_weights(0), references[dtype].state_dict())
         lines.append(f"{name} (seed 0) vs reference {dtype} after {group.step} steps: "
                      f"max |w difference| {absolute:.3g} ({relative:.3g} of max |w|)")
     return lines
