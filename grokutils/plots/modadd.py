@@ -352,3 +352,42 @@ def weight_collapse(result: RunResult, fraction: float = 0.01) -> dict | None:
             "norm": float(curves.l2_norm[at]), "train_loss_before": float(curves.train_loss[before]),
             "train_accuracy_after": float(curves.train_accuracy.iloc[-1]),
             "test_accuracy_after": float(curves.test_accuracy.iloc[-1])}
+
+
+def collapse_words(log: pd.DataFrame, search_runs: list[RunResult]) -> tuple[str, str]:
+    """Chapter 03's two sentences on weight collapses in the search (`weight_collapse`): where the
+    weights fell and how the run ended; and, for each float32 run that collapsed, what its float64
+    twin (same config but dtype) did, if the search holds one. `log` is `search_table` of the main
+    run and `search_runs`, in that order."""
+    rows = log.iloc[1:]
+    shrunk = [(row.changed, run.config, found) for (_, row), run in zip(rows.iterrows(), search_runs)
+              if (found := weight_collapse(run)) is not None]
+    shrunk_words = "; ".join(
+        f"in {changed}, the l2 norm of the weights fell from {f['norm_before']:.3g} at step {f['step_before']:,} to "
+        f"{f['norm']:.3g} at step {f['step']:,}, right after the train loss had reached {f['train_loss_before']:.2g} "
+        f"(weight decay alone, a factor {1 - c.lr * c.weight_decay:g} per step, would shrink them by "
+        f"{(1 - c.lr * c.weight_decay) ** (f['step'] - f['step_before']):.1g} over those steps); the run ends at train "
+        f"accuracy {f['train_accuracy_after']:.3f} and test accuracy {f['test_accuracy_after']:.3f}, where chance is "
+        f"{1 / c.p:.3f}" for changed, c, f in shrunk) or "no search run's weights fell below 1% of their largest norm"
+    twin_words = []
+    for changed, shrunk_config, shrunk_found in shrunk:
+        if shrunk_config.dtype == "float64":
+            continue
+        twins = [(row, run) for (_, row), run in zip(rows.iterrows(), search_runs) if run.config.dtype == "float64"
+                 and dataclasses.replace(run.config, dtype=shrunk_config.dtype) == shrunk_config]
+        if not twins:
+            twin_words.append(f"The float64 twin of {changed}, which would tell whether float32 causes this, "
+                              "has not been run")
+            continue
+        twin_row, twin = twins[0]
+        twin_found = weight_collapse(twin)
+        if twin_found is None:
+            twin_words.append(f"The float64 twin of {changed} (the same settings, every computation in float64) ends "
+                              f"at test accuracy {twin_row['final test']:.3f}, and its weights never fall below 1% of "
+                              "their largest norm: in float64 the collapse does not happen within these steps")
+        else:
+            twin_words.append(f"The run {twin_row.changed} is the float64 twin of {changed} (the same settings, every "
+                              f"computation in float64): it collapses too, "
+                              f"{twin_found['step'] - shrunk_found['step']:,} steps later (checkpoint to checkpoint), "
+                              "so float32 brings the collapse sooner but does not cause it")
+    return shrunk_words, "; ".join(twin_words) + "." if twin_words else ""
