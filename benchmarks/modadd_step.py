@@ -1,4 +1,4 @@
-"""Steps per second of the modular-addition training step: its three implementations, and how
+"""Steps per second of the modular-addition training step: its four implementations, and how
 close the fastest comes to the bound that its matrix products set on this machine.
 
 All run in this process, on the same device, from the same initial weights and data (the
@@ -6,47 +6,68 @@ All run in this process, on the same device, from the same initial weights and d
 
   reference  the model's own forward at all three positions, logits of the last one
   fast       `FullBatch.loss`: attention per token of the vocabulary, only the last position
-             through the MLP and the unembedding (grokutils.transformer)
+             through the MLP and the unembedding (grokutils.transformer); the baseline
   compiled   the fast loss under torch.compile (`step_impl="compiled"`, grokutils.modadd)
+  lean       `FullBatch.lean_loss` under torch.compile with PyTorch's fused AdamW
+             (`step_impl="lean"`): the fast loss laid out feature-major for the CPU
 
-Prints milliseconds per step, steps per second, the ratios, and the losses after the timed steps:
-in float64 they agree to about seven digits; in float32 Adam's first steps amplify the round-off
-to about 1e-4 (tests/test_transformer.py and tests/test_modadd.py check the agreement closely).
-The bound: the matrix products of one fast step (forward and backward of the MLP, the
-attention output and the unembedding on every training row; counted in `step_flops`) timed
-alone as plain matmuls of the same shapes in the same run; no implementation can beat it
-without doing less arithmetic.
+Each implementation keeps its own model and optimizer; they take turns in blocks of --block
+steps, --rounds times, so that all see the same load, and each is reported by its best block
+(and the median). Prints milliseconds per step, steps per second, the ratios, and the losses
+after the timed steps: in float64 they agree to about seven digits; in float32 Adam's first
+steps amplify the round-off to about 1e-4 (tests/test_transformer.py and tests/test_modadd.py
+check the agreement closely). The bound: the matrix products of one step (forward and backward
+of the MLP, the attention output and the unembedding on every training row; the same in all
+but the reference) timed alone as plain matmuls of the same shapes in the same run; no
+implementation can beat it without doing less arithmetic.
 
-Usage: python benchmarks/modadd_step.py [--device cpu|cuda] [--steps 50] [--dtype float32] [--threads 1]
+Usage: python benchmarks/modadd_step.py [--device cpu|cuda] [--block 10] [--rounds 5] [--dtype float32] [--threads 1]
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import statistics
 import time
 
 import torch
 
 from grokutils.config import ModAddConfig
-from grokutils.modadd import cached_data, compiled_loss, make_optimizer, split_batch
+from grokutils.modadd import cached_data, loss_function, make_optimizer, split_batch
+from grokutils.tools.bench import header
 from grokutils.train import train_step
-from grokutils.transformer import D_HEAD, D_MLP, D_MODEL, N_HEADS, FullBatch, make_transformer
+from grokutils.transformer import D_HEAD, D_MLP, D_MODEL, N_HEADS, make_transformer
+
+IMPLEMENTATIONS = ("reference", "fast", "compiled", "lean")
 
 
-def time_steps(loss_of, config: ModAddConfig, device: torch.device, steps: int, warmup: int = 5) -> tuple[float, float]:
-    """Seconds per step of `steps` timed updates after `warmup` untimed ones; and the last loss."""
+def make_stepper(config: ModAddConfig, device: torch.device, warmup: int = 5):
+    """A function that runs n updates of `config.step_impl` and returns the last loss; warmed up."""
     batch = split_batch(cached_data(config.p, config.train_fraction, config.data_seed), "train").to(device)
     model = make_transformer(0, config.p, config.dtype).to(device)
-    optimizer = make_optimizer(model, config)
-    for _ in range(warmup):
-        train_step(model, optimizer, lambda: loss_of(batch, model), config.lr)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        loss = train_step(model, optimizer, lambda: loss_of(batch, model), config.lr)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) / steps, float(loss)
+    optimizer, loss_of = make_optimizer(model, config), loss_function(config)
+    last = [float("nan")]
+
+    def run(n: int) -> float:
+        for _ in range(n):
+            last[0] = train_step(model, optimizer, lambda: loss_of(batch, model), config.lr)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return float(last[0])
+
+    run(warmup)
+    return run
+
+
+def time_blocks(steppers: dict, block: int, rounds: int) -> dict[str, list[float]]:
+    """Seconds per step of every block of every implementation, taking turns block by block."""
+    seconds = {name: [] for name in steppers}
+    for _ in range(rounds):
+        for name, run in steppers.items():
+            start = time.perf_counter()
+            run(block)
+            seconds[name].append((time.perf_counter() - start) / block)
+    return seconds
 
 
 def matmul_shapes(rows: int, p: int) -> list[tuple[int, int, int]]:
@@ -74,36 +95,44 @@ def bound_seconds(shapes, dtype: torch.dtype, device: torch.device, repeats: int
 
 
 def main() -> None:
-    """Command line: time the three steps and the bound, print the comparison."""
+    """Command line: time the four steps and the bound, print the comparison."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--steps", type=int, default=50, help="timed steps per implementation")
+    parser.add_argument("--block", type=int, default=10, help="steps per timed block")
+    parser.add_argument("--rounds", type=int, default=5, help="timed blocks per implementation")
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = parser.parse_args()
+    for name in ("block", "rounds"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be a positive integer, got {getattr(args, name)}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    device, config = torch.device(args.device), ModAddConfig(dtype=args.dtype)
-    timings = {}
-    for name, loss_of in (("reference", FullBatch.reference_loss), ("fast", FullBatch.loss),
-                          ("compiled", compiled_loss)):
-        timings[name] = time_steps(loss_of, config, device, args.steps)
-    rows = len(split_batch(cached_data(config.p, config.train_fraction, config.data_seed), "train").labels)
-    shapes = matmul_shapes(rows, config.p)
+    device, base = torch.device(args.device), ModAddConfig(dtype=args.dtype)
+    steppers = {name: make_stepper(dataclasses.replace(base, step_impl=name), device) for name in IMPLEMENTATIONS}
+    seconds = time_blocks(steppers, args.block, args.rounds)
+    best = {name: min(blocks) for name, blocks in seconds.items()}
+    rows = len(split_batch(cached_data(base.p, base.train_fraction, base.data_seed), "train").labels)
+    shapes = matmul_shapes(rows, base.p)
     flops = sum(2 * m * k * n for m, k, n in shapes)
     floor = bound_seconds(shapes, getattr(torch, args.dtype), device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
-    print(f"device: {name}; dtype {args.dtype}; {args.steps} timed full-batch steps each")
-    for label, (seconds, _) in timings.items():
-        print(f"{label:>9}: {seconds * 1e3:8.2f} ms/step  {1 / seconds:9.1f} steps/s")
-    print(f"    bound: {floor * 1e3:8.2f} ms/step  {1 / floor:9.1f} steps/s  (the step's {flops / 1e9:.2f} GFLOP of "
+    for line in header(device):
+        print(line)
+    print(f"dtype {args.dtype}; {args.rounds} blocks of {args.block} full-batch steps each, taking turns; "
+          f"best block (median)")
+    for name, blocks in seconds.items():
+        print(f"{name:>9}: {best[name] * 1e3:8.2f} ms/step ({statistics.median(blocks) * 1e3:.2f})  "
+              f"{1 / best[name]:7.1f} steps/s")
+    print(f"    bound: {floor * 1e3:8.2f} ms/step  {1 / floor:7.1f} steps/s  (the step's {flops / 1e9:.2f} GFLOP of "
           f"matrix products alone, at {flops / floor / 1e9:.0f} GFLOP/s)")
-    fast, compiled = timings["fast"][0], timings["compiled"][0]
-    print(f"speed-up of fast over reference: {timings['reference'][0] / fast:.2f}x; of compiled over fast: "
-          f"{fast / compiled:.2f}x; compiled reaches {floor / compiled:.0%} of the bound, which allows "
-          f"{fast / floor:.2f}x over fast")
-    losses = ", ".join(f"{label} {loss:.7f}" for label, (_, loss) in timings.items())
-    print(f"loss after {args.steps + 5} steps: {losses}")
+    fast = best["fast"]
+    print(f"fast over reference: {best['reference'] / fast:.2f}x; over fast: compiled {fast / best['compiled']:.2f}x, "
+          f"lean {fast / best['lean']:.2f}x (medians: compiled "
+          f"{statistics.median(seconds['fast']) / statistics.median(seconds['compiled']):.2f}x, lean "
+          f"{statistics.median(seconds['fast']) / statistics.median(seconds['lean']):.2f}x)")
+    print(f"lean reaches {floor / best['lean']:.0%} of the bound, which allows {fast / floor:.2f}x over fast")
+    losses = ", ".join(f"{name} {run(0):.7f}" for name, run in steppers.items())
+    print(f"loss after {5 + args.rounds * args.block} steps: {losses}")
 
 
 if __name__ == "__main__":

@@ -22,8 +22,9 @@ from grokutils.transformer import DTYPES as MODADD_DTYPES
 LATE_FIELDS = {"init_from": "", "optimizer": "adamw"}  # field -> the default at which it stays out of the hash
 INIT_FROM = re.compile(r"^[^:]+:(init|best|final)$")  # modular addition: a stored run's kept weights
 MLP_OPTIMIZERS = ("adamw", "adam", "sgd")  # the MLP's torch.optim optimizer (grokutils.batched.make_optimizer)
-STEP_IMPLEMENTATIONS = ("fast", "reference", "compiled")  # modular addition: attention per token, at every
-# position, or the fast loss under torch.compile (grokutils.modadd.loss_function)
+STEP_IMPLEMENTATIONS = ("fast", "reference", "compiled", "lean")  # modular addition: attention per token, at
+# every position, the fast loss under torch.compile, or that loss laid out for the CPU, compiled, with the fused
+# AdamW (grokutils.modadd.loss_function, make_optimizer)
 
 
 def is_int(value) -> bool:
@@ -155,7 +156,8 @@ class ModAddConfig:
     p: int = 113  # modulus
     n_checkpoints: int = 160  # log-spaced checkpoints (plus step 0) where everything is measured
     dtype: str = "float32"
-    step_impl: str = "fast"  # "fast" (attention per token), "reference" (every position) or "compiled" (fast, compiled)
+    step_impl: str = "fast"  # "fast" (attention per token), "reference" (every position), "compiled" (fast, compiled)
+    # or "lean" (fast, feature-major, compiled, fused AdamW: the quickest on one CPU core)
     init_from: str = ""  # "": the fresh initialization; "RUN:WHICH": the weights (init, best or final) that a
     # finished run kept, RUN its folder in results/ or a path: a grokked state trained on under other settings
 

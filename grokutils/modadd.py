@@ -52,9 +52,11 @@ def split_batch(data: ModularAdditionData, split: str) -> FullBatch:
 
 
 def make_optimizer(model: torch.nn.Module, config: ModAddConfig) -> torch.optim.AdamW:
-    """AdamW over every parameter with the config's settings."""
+    """AdamW over every parameter with the config's settings; with `step_impl="lean"` PyTorch's fused
+    AdamW (one kernel for all parameters), else its default multi-tensor one."""
+    fused = {"fused": True} if config.step_impl == "lean" else {}
     return torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2),
-                             eps=config.eps, weight_decay=config.weight_decay)
+                             eps=config.eps, weight_decay=config.weight_decay, **fused)
 
 
 def learning_rate(config: ModAddConfig, step: int) -> float:
@@ -64,30 +66,39 @@ def learning_rate(config: ModAddConfig, step: int) -> float:
     return config.lr * min(step / config.warmup_steps, 1.0)
 
 
-def loss_function(config: ModAddConfig) -> Callable[[torch.nn.Module, FullBatch], torch.Tensor]:
-    """The training loss of `config.step_impl`: all three give the same value up to round-off."""
-    if config.step_impl == "compiled":
-        return compiled_loss
-    return FullBatch.loss if config.step_impl == "fast" else FullBatch.reference_loss
+def loss_function(config: ModAddConfig) -> Callable[[FullBatch, torch.nn.Module], torch.Tensor]:
+    """The training loss of `config.step_impl`: all four give the same value up to round-off."""
+    return {"fast": FullBatch.loss, "reference": FullBatch.reference_loss,
+            "compiled": compiled_loss, "lean": lean_loss}[config.step_impl]
 
 
 _COMPILED: dict[str, Callable] = {}
 
 
-def compiled_loss(batch: FullBatch, model: torch.nn.Module) -> torch.Tensor:
-    """`FullBatch.loss` under `torch.compile` (forward and backward fused by Inductor), compiled on
-    first use in each process; where compiling or running it fails, the eager loss, with one warning."""
-    if "loss" not in _COMPILED:
-        _COMPILED["loss"] = torch.compile(FullBatch.loss, dynamic=False)
+def _compiled(name: str, eager: Callable, batch: FullBatch, model: torch.nn.Module) -> torch.Tensor:
+    """`eager(batch, model)` under `torch.compile`, compiled on first use in each process; where
+    compiling or running it fails, the eager loss, with one warning."""
+    if name not in _COMPILED:
+        _COMPILED[name] = torch.compile(eager, dynamic=False)
     try:
-        return _COMPILED["loss"](batch, model)
+        return _COMPILED[name](batch, model)
     except Exception as err:  # noqa: BLE001 - any compiler failure: fall back, say so once
-        if _COMPILED["loss"] is FullBatch.loss:
+        if _COMPILED[name] is eager:
             raise
-        log.warning("torch.compile of the modular-addition loss failed (%s: %s); using the eager loss",
-                    type(err).__name__, err)
-        _COMPILED["loss"] = FullBatch.loss
-        return FullBatch.loss(batch, model)
+        log.warning("torch.compile of the modular-addition loss %r failed (%s: %s); using the eager loss",
+                    name, type(err).__name__, err)
+        _COMPILED[name] = eager
+        return eager(batch, model)
+
+
+def compiled_loss(batch: FullBatch, model: torch.nn.Module) -> torch.Tensor:
+    """`FullBatch.loss` under `torch.compile` (forward and backward fused by Inductor)."""
+    return _compiled("loss", FullBatch.loss, batch, model)
+
+
+def lean_loss(batch: FullBatch, model: torch.nn.Module) -> torch.Tensor:
+    """`FullBatch.lean_loss` under `torch.compile` (`step_impl="lean"`)."""
+    return _compiled("lean", FullBatch.lean_loss, batch, model)
 
 
 def initial_weights(config: ModAddConfig, seed: int) -> dict[str, torch.Tensor]:

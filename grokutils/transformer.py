@@ -20,7 +20,8 @@ sd 1/sqrt(d_model), except unembed (sd 1/sqrt(vocabulary)); biases start at zero
 same loss computed the fast way, exact up to round-off: the '=' token at the last position
 makes its query the same for every example, so the attention scores and values need only
 be computed once per token of the vocabulary (113 rows, not 3 x 3,831), and only the last
-position goes through the MLP and the unembedding.
+position goes through the MLP and the unembedding. `FullBatch.lean_loss` is the fast loss again,
+laid out for torch.compile on a CPU core (`lean_logits_t`).
 """
 from __future__ import annotations
 
@@ -145,6 +146,11 @@ class FullBatch:
         """Mean cross-entropy at the last position, the fast way."""
         return F.cross_entropy(self.logits(model), self.labels)
 
+    def lean_loss(self, model: ModAddTransformer) -> torch.Tensor:
+        """The same loss through `lean_logits_t`, its cross-entropy as log-sum-exp minus the label's logit."""
+        logits = lean_logits_t(model, self.a, self.b)  # (p, B)
+        return (torch.logsumexp(logits, dim=0) - logits.gather(0, self.labels[None])[0]).mean()
+
     def reference_loss(self, model: ModAddTransformer) -> torch.Tensor:
         """The same loss through the model's own forward at every position (the baseline)."""
         return F.cross_entropy(last_logits(model, self.tokens(model.p)), self.labels)
@@ -165,18 +171,51 @@ def fast_last_logits(model: ModAddTransformer, a: torch.Tensor, b: torch.Tensor,
     scores = (k * q).sum(-1) / math.sqrt(D_HEAD)  # (2p+1, H): per token and position
     table = torch.cat([scores, model.W_V(rows)], dim=1)  # (2p+1, H + H * d_head)
     slots = torch.stack([a, b + p, torch.full_like(a, 2 * p)], dim=1).reshape(-1)  # (3B,) rows of the table
-    use_onehot = rows.device.type != "cpu" if onehot is None else onehot
-    if use_onehot:
-        taken = F.one_hot(slots, len(table)).to(table.dtype) @ table
-    else:
-        taken = table.index_select(0, slots)
-    taken = taken.view(len(a), N_CTX, -1)  # (B, 3, H + H * d_head)
+    taken = _take(table, slots, onehot).view(len(a), N_CTX, -1)  # (B, 3, H + H * d_head)
     weights = taken[..., :N_HEADS].softmax(dim=1)  # (B, 3, H), softmax over the three positions
     values = taken[..., N_HEADS:].reshape(len(a), N_CTX, N_HEADS, D_HEAD)
     mixed = (weights[..., None] * values).sum(dim=1)  # (B, H, d_head)
     x = rows[-1] + model.out_proj(mixed.reshape(len(a), N_HEADS * D_HEAD))  # (B, d_model)
     x = x + model.fc2(torch.relu(model.fc1(x)))
     return model.unembed(x)
+
+
+def lean_logits_t(model: ModAddTransformer, a: torch.Tensor, b: torch.Tensor,
+                  onehot: bool | None = None) -> torch.Tensor:
+    """`fast_last_logits` transposed, (p, B), laid out for torch.compile on one CPU core.
+
+    The same arithmetic in another memory layout (`step_impl="lean"`): one score and one value
+    table per position, the '=' position broadcast instead of gathered, and everything after
+    the attention feature-major, i.e. the residual stream as (d_model, B). Then the bias
+    gradients and the log-sum-exp of the loss reduce along contiguous memory, which the
+    compiled CPU kernels do faster than across rows (benchmarks/modadd_step.py times this
+    against the fast way). onehot: as in `fast_last_logits`.
+    """
+    p, embed, pos = model.p, model.embed.weight, model.pos_embed.weight
+    equals = embed[p] + pos[2]  # (d,): the '=' token at the last position, the same in every row
+    q = model.W_Q(equals).view(N_HEADS, D_HEAD)
+
+    def score(x: torch.Tensor) -> torch.Tensor:  # (..., d) -> (..., H): the '=' query against keys of x
+        return (model.W_K(x).unflatten(-1, (N_HEADS, D_HEAD)) * q).sum(-1) / math.sqrt(D_HEAD)
+
+    first, second = embed[:p] + pos[0], embed[:p] + pos[1]  # (p, d): the number tokens at positions 0, 1
+    scores = torch.stack([_take(score(first), a, onehot), _take(score(second), b, onehot),
+                          score(equals).expand(len(a), -1)], dim=1)  # (B, 3, H)
+    weights = scores.softmax(dim=1)[..., None]  # (B, 3, H, 1)
+    mixed = (weights[:, 0] * _take(model.W_V(first), a, onehot).view(-1, N_HEADS, D_HEAD)
+             + weights[:, 1] * _take(model.W_V(second), b, onehot).view(-1, N_HEADS, D_HEAD)
+             + weights[:, 2] * model.W_V(equals).view(N_HEADS, D_HEAD))  # (B, H, d_head)
+    x = equals[:, None] + model.out_proj.weight @ mixed.reshape(len(a), N_HEADS * D_HEAD).T  # (d, B)
+    hidden = torch.relu(model.fc1.weight @ x + model.fc1.bias[:, None])  # (d_mlp, B)
+    x = x + model.fc2.weight @ hidden + model.fc2.bias[:, None]
+    return model.unembed.weight @ x  # (p, B)
+
+
+def _take(table: torch.Tensor, index: torch.Tensor, onehot: bool | None) -> torch.Tensor:
+    """Rows `index` of `table`: by a one-hot matmul or `index_select` (None: `index_select` on CPU)."""
+    if (table.device.type != "cpu") if onehot is None else onehot:
+        return F.one_hot(index, len(table)).to(table.dtype) @ table
+    return table.index_select(0, index)
 
 
 # --- readouts for the Fourier analysis of paper (b) Appendix H ----------------------------

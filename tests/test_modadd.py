@@ -74,18 +74,22 @@ def test_trainer_matches_a_plain_pytorch_loop(tmp_path):
     data = modular_addition_data(23, 0.5, 0)
     train_seed(tasks.MODADD, config, 0, data, tmp_path, torch.device("cpu"), progress=False)
     ours = torch.load(tmp_path / "state.pt", weights_only=True)["model"]
+    for name, tensor in nanda_loop(data, 15).items():
+        assert torch.equal(tensor, ours[name]), name
 
+
+def nanda_loop(data, steps: int, fused: bool = False) -> dict[str, torch.Tensor]:
+    """Nanda et al.'s recipe written out in plain PyTorch (float64, p = 23): the final weights."""
     model = transformer.make_transformer(0, p=23, dtype="float64")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), weight_decay=1.0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), weight_decay=1.0, fused=fused)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(step / 10, 1))
     tokens, labels = data.tokens[data.train_idx], data.labels[data.train_idx]
-    for _ in range(15):
+    for _ in range(steps):
         optimizer.zero_grad()
         F.cross_entropy(model(tokens)[:, -1], labels).backward()
         optimizer.step()
         scheduler.step()
-    for name, tensor in model.state_dict().items():
-        assert torch.equal(tensor, ours[name]), name
+    return model.state_dict()
 
 
 def test_measures_are_complete_and_sane(tiny_modadd):
@@ -170,33 +174,47 @@ def test_paper_tables_cover_every_analyzed_layer():
         assert set(table) == {*transformer.ANALYZED, "mean"}
 
 
-def test_compiled_loss_matches_the_fast_loss_and_falls_back_when_compiling_fails(monkeypatch, caplog):
-    from grokutils import modadd
+@pytest.mark.parametrize("step_impl, name, eager", [("compiled", "loss", "loss"), ("lean", "lean", "lean_loss")])
+def test_compiled_losses_match_their_eager_loss_and_fall_back_when_compiling_fails(monkeypatch, caplog, step_impl,
+                                                                                   name, eager):
     from grokutils.modadd import cached_data, split_batch
     from grokutils.transformer import FullBatch, make_transformer
 
     batch = split_batch(cached_data(113, 0.3, 0), "train").subset(torch.arange(64))
     model = make_transformer(0, 113, "float64")
     monkeypatch.setattr(modadd, "_COMPILED", {})
-    compiled = modadd.loss_function(ModAddConfig(step_impl="compiled"))
+    compiled, eager = modadd.loss_function(ModAddConfig(step_impl=step_impl)), getattr(FullBatch, eager)
     loss = compiled(batch, model)
     loss.backward()
     grads = [w.grad.clone() for w in model.parameters()]
     model.zero_grad()
-    eager = FullBatch.loss(batch, model)
-    eager.backward()
-    assert float(loss) == pytest.approx(float(eager), rel=1e-12)
+    expected = eager(batch, model)
+    expected.backward()
+    assert float(loss) == pytest.approx(float(expected), rel=1e-12)
     for mine, theirs in zip(grads, (w.grad for w in model.parameters())):
         torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-12)
 
     def broken(*args, **kwargs):
         raise RuntimeError("no compiler here")
 
-    monkeypatch.setattr(modadd, "_COMPILED", {"loss": broken})
+    monkeypatch.setattr(modadd, "_COMPILED", {name: broken})
     with caplog.at_level("WARNING"):
-        assert float(compiled(batch, model)) == pytest.approx(float(eager), rel=1e-12)
-    assert "torch.compile of the modular-addition loss failed (RuntimeError: no compiler here)" in caplog.text
-    assert modadd._COMPILED["loss"] is FullBatch.loss
+        assert float(compiled(batch, model)) == pytest.approx(float(expected), rel=1e-12)
+    assert f"modular-addition loss '{name}' failed (RuntimeError: no compiler here)" in caplog.text
+    assert modadd._COMPILED[name] is eager
+
+
+def test_the_lean_step_trains_as_the_plain_loop_with_the_fused_adamw(tmp_path):
+    """step_impl="lean", float64: the trainer and Nanda's recipe written out (fused AdamW) agree to round-off."""
+    config = ModAddConfig(steps=15, n_checkpoints=3, dtype="float64", step_impl="lean", **SMALL)
+    model = transformer.make_transformer(0, p=23, dtype="float64")
+    assert modadd.make_optimizer(model, config).defaults["fused"]
+    assert not modadd.make_optimizer(model, dataclasses.replace(config, step_impl="compiled")).defaults["fused"]
+    data = modular_addition_data(23, 0.5, 0)
+    train_seed(tasks.MODADD, config, 0, data, tmp_path, torch.device("cpu"), progress=False)
+    ours = torch.load(tmp_path / "state.pt", weights_only=True)["model"]
+    for name, tensor in nanda_loop(data, 15, fused=True).items():
+        torch.testing.assert_close(ours[name], tensor, rtol=0, atol=1e-10, msg=name)
 
 
 def test_init_from_is_checked_and_a_late_field_keeps_old_hashes():

@@ -65,11 +65,15 @@ def test_attention_is_causal():
 
 
 @pytest.mark.parametrize("dtype, atol", [("float64", 1e-12), ("float32", 1e-5)])
-def test_fast_logits_and_gradients_match_the_reference(pairs, dtype, atol):
+@pytest.mark.parametrize("fast", ["loss", "lean_loss"])
+def test_fast_logits_and_gradients_match_the_reference(pairs, dtype, atol, fast):
     model, batch = make_transformer(3, dtype=dtype), _batch(pairs)
-    torch.testing.assert_close(batch.logits(model), last_logits(model, batch.tokens(113)), rtol=0, atol=atol)
+    reference = last_logits(model, batch.tokens(113))
+    torch.testing.assert_close(batch.logits(model), reference, rtol=0, atol=atol)
+    torch.testing.assert_close(transformer.lean_logits_t(model, batch.a, batch.b).T, reference, rtol=0, atol=atol)
+    torch.testing.assert_close(getattr(batch, fast)(model), batch.reference_loss(model), rtol=0, atol=atol)
     grads = []
-    for loss_of in (FullBatch.loss, FullBatch.reference_loss):
+    for loss_of in (getattr(FullBatch, fast), FullBatch.reference_loss):
         model.zero_grad()
         loss_of(batch, model).backward()
         grads.append({name: p.grad.clone() for name, p in model.named_parameters()})
@@ -79,10 +83,10 @@ def test_fast_logits_and_gradients_match_the_reference(pairs, dtype, atol):
 
 
 def test_fast_and_reference_training_agree_to_round_off(pairs):
-    """Twenty AdamW steps (float64) through either loss end at the same weights up to round-off."""
+    """Twenty AdamW steps (float64) through any of the three losses end at the same weights up to round-off."""
     batch = _batch(pairs, pairs.train_idx[:300])
     finals = []
-    for loss_of in (FullBatch.loss, FullBatch.reference_loss):
+    for loss_of in (FullBatch.reference_loss, FullBatch.loss, FullBatch.lean_loss):
         model = make_transformer(0, dtype="float64")
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), weight_decay=1.0)
         for _ in range(20):
@@ -91,7 +95,8 @@ def test_fast_and_reference_training_agree_to_round_off(pairs):
             optimizer.step()
         finals.append(model.state_dict())
     for name, tensor in finals[0].items():
-        torch.testing.assert_close(tensor, finals[1][name], rtol=0, atol=1e-9, msg=name)
+        for other in finals[1:]:
+            torch.testing.assert_close(other[name], tensor, rtol=0, atol=1e-9, msg=name)
 
 
 def test_reference_loss_is_cross_entropy_at_the_last_position(pairs):
@@ -155,6 +160,8 @@ def test_both_gathers_agree_and_gradients_are_deterministic(pairs):
     by_index = transformer.fast_last_logits(model, batch.a, batch.b, onehot=False)
     by_matmul = transformer.fast_last_logits(model, batch.a, batch.b, onehot=True)
     torch.testing.assert_close(by_index, by_matmul, rtol=0, atol=1e-5)
+    torch.testing.assert_close(transformer.lean_logits_t(model, batch.a, batch.b, onehot=False),
+                               transformer.lean_logits_t(model, batch.a, batch.b, onehot=True), rtol=0, atol=1e-5)
     gradients = []
     for _ in range(3):
         model.zero_grad()
