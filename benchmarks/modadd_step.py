@@ -112,6 +112,7 @@ def main() -> None:
     steppers = {name: make_stepper(dataclasses.replace(base, step_impl=name), device) for name in IMPLEMENTATIONS}
     seconds = time_blocks(steppers, args.block, args.rounds)
     best = {name: min(blocks) for name, blocks in seconds.items()}
+    median = {name: statistics.median(blocks) for name, blocks in seconds.items()}
     rows = len(split_batch(cached_data(base.p, base.train_fraction, base.data_seed), "train").labels)
     shapes = matmul_shapes(rows, base.p)
     flops = sum(2 * m * k * n for m, k, n in shapes)
@@ -121,15 +122,14 @@ def main() -> None:
     print(f"dtype {args.dtype}; {args.rounds} blocks of {args.block} full-batch steps each, taking turns; "
           f"best block (median)")
     for name, blocks in seconds.items():
-        print(f"{name:>9}: {best[name] * 1e3:8.2f} ms/step ({statistics.median(blocks) * 1e3:.2f})  "
+        print(f"{name:>9}: {best[name] * 1e3:8.2f} ms/step ({median[name] * 1e3:.2f})  "
               f"{1 / best[name]:7.1f} steps/s")
     print(f"    bound: {floor * 1e3:8.2f} ms/step  {1 / floor:7.1f} steps/s  (the step's {flops / 1e9:.2f} GFLOP of "
           f"matrix products alone, at {flops / floor / 1e9:.0f} GFLOP/s)")
     fast = best["fast"]
     print(f"fast over reference: {best['reference'] / fast:.2f}x; over fast: compiled {fast / best['compiled']:.2f}x, "
-          f"lean {fast / best['lean']:.2f}x (medians: compiled "
-          f"{statistics.median(seconds['fast']) / statistics.median(seconds['compiled']):.2f}x, lean "
-          f"{statistics.median(seconds['fast']) / statistics.median(seconds['lean']):.2f}x)")
+          f"lean {fast / best['lean']:.2f}x (medians: compiled {median['fast'] / median['compiled']:.2f}x, "
+          f"lean {median['fast'] / median['lean']:.2f}x)")
     print(f"lean reaches {floor / best['lean']:.0%} of the bound, which allows {fast / floor:.2f}x over fast")
     losses = ", ".join(f"{name} {run(0):.7f}" for name, run in steppers.items())
     print(f"loss after {5 + args.rounds * args.block} steps: {losses}")

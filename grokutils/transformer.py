@@ -147,7 +147,8 @@ class FullBatch:
         return F.cross_entropy(self.logits(model), self.labels)
 
     def lean_loss(self, model: ModAddTransformer) -> torch.Tensor:
-        """The same loss through `lean_logits_t`, its cross-entropy as log-sum-exp minus the label's logit."""
+        """The same loss through `lean_logits_t`, its cross-entropy as log-sum-exp minus the label's logit
+        along the class axis (dim 0): `F.cross_entropy` wants the classes in dim 1, a transposed view."""
         logits = lean_logits_t(model, self.a, self.b)  # (p, B)
         return (torch.logsumexp(logits, dim=0) - logits.gather(0, self.labels[None])[0]).mean()
 
