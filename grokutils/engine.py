@@ -59,11 +59,12 @@ def load_if_stored(config, results_dir: Path | str = RESULTS_DIR) -> RunResult |
 
 
 def run(config, results_dir: Path | str = RESULTS_DIR, device: str = "auto", n_workers: int | None = None,
-        progress: bool = True) -> RunResult:
+        progress: bool = True, threads: int | None = None) -> RunResult:
     """The finished results of `config`: loaded if stored, else trained, measured and stored.
 
-    Bad arguments fail before any work. A second process on the same config waits for the
-    first, then loads its result (`store.load_or_compute`).
+    `threads`: the training process's torch threads on the CPU (None: the cores the measuring
+    workers leave free). Bad arguments fail before any work. A second process on the same
+    config waits for the first, then loads its result (`store.load_or_compute`).
     """
     workers.refuse_in_spawned_import("engine.run")
     task = task_of(config)
@@ -74,18 +75,22 @@ def run(config, results_dir: Path | str = RESULTS_DIR, device: str = "auto", n_w
     n_workers = default_workers() if n_workers is None else n_workers
     if not is_int(n_workers) or n_workers < 0:
         raise ValueError(f"n_workers must be a non-negative integer or None, got {n_workers!r}")
+    if threads is not None and (not is_int(threads) or threads < 1):
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
     torch_device = resolve_device(device)
     return store.load_or_compute(final, task.config_class,
-                                 lambda: _compute(config, final, torch_device, n_workers, progress))
+                                 lambda: _compute(config, final, torch_device, n_workers, progress, threads))
 
 
-def _compute(config, final: Path, device: torch.device, n_workers: int, progress: bool) -> RunResult:
+def _compute(config, final: Path, device: torch.device, n_workers: int, progress: bool,
+             threads: int | None = None) -> RunResult:
     """Train, measure and store `config` into `final`; the caller holds the run's lock."""
     task, work = task_of(config), store.partial_dir(final)
     data = task.data(config)
     started, timings = time.time(), {"train_s": 0.0, "measure_s": 0.0}
     seed_dirs = {seed: work / f"seed{seed}" for seed in range(config.n_seeds)}
-    with (_measuring_pool(n_workers) as pool, _threads(device, n_workers), _flush_denormals(),
+    pruner = WeightsPruner(config.checkpoint_steps)
+    with (_measuring_pool(n_workers) as pool, _threads(device, n_workers, threads), _flush_denormals(),
           _worker_death_explained()):
         jobs: list[Future] = []
 
@@ -93,6 +98,7 @@ def _compute(config, final: Path, device: torch.device, n_workers: int, progress
             out = measures_path(path.parent.parent, step)
             if not out.exists():
                 jobs.append(pool.submit(measure_to_file, config, seed, step, path, out))
+            pruner.prune(path.parent.parent)
 
         for seed, seed_dir in seed_dirs.items():
             (seed_dir / "measures").mkdir(parents=True, exist_ok=True)
@@ -100,7 +106,8 @@ def _compute(config, final: Path, device: torch.device, n_workers: int, progress
                 if weights_path(seed_dir, step).exists():
                     submit(seed, step, weights_path(seed_dir, step))
         tic = time.perf_counter()
-        statuses = train.train_seeds(task, config, seed_dirs, data, device, on_checkpoint=submit, progress=progress)
+        statuses = train.train_seeds(task, config, seed_dirs, data, device, on_checkpoint=submit, progress=progress,
+                                     progress_file=work / "progress.json")
         timings["train_s"] += time.perf_counter() - tic
         for job in tqdm(jobs, desc="measuring", disable=not progress, unit="ckpt"):
             timings["measure_s"] += job.result()
@@ -127,6 +134,41 @@ def measure_to_file(config, seed: int, step: int, weights_file: Path, out_file: 
 def measures_path(seed_dir: Path, step: int) -> Path:
     """Where one checkpoint's measures are kept until the run is assembled."""
     return seed_dir / "measures" / f"step_{step:09d}.npz"
+
+
+class WeightsPruner:
+    """Deletes a seed's checkpoint weights that the finished run will not keep, once measured.
+
+    The stored run keeps the weights of step 0, of the first step of highest test accuracy and
+    of the last step (`key_steps`); the `.partial` folder of a long run would otherwise hold
+    every checkpoint's weights until the end. Kept: step 0, the best measured step so far, every
+    unmeasured checkpoint and the latest saved one. Test accuracies are read once per file.
+    """
+
+    def __init__(self, checkpoint_steps: list[int]):
+        self.checkpoint_steps = checkpoint_steps
+        self.accuracy: dict[tuple[Path, int], float] = {}
+
+    def prune(self, seed_dir: Path) -> None:
+        """Delete what `seed_dir` no longer needs."""
+        saved = [step for step in self.checkpoint_steps if weights_path(seed_dir, step).exists()]
+        measured = [step for step in saved if self._test_accuracy(seed_dir, step) is not None]
+        if not measured:
+            return
+        best = max(measured, key=lambda step: (self.accuracy[(seed_dir, step)], -step))  # the first maximum
+        for step in set(measured) - {0, best, saved[-1]}:
+            weights_path(seed_dir, step).unlink(missing_ok=True)
+
+    def _test_accuracy(self, seed_dir: Path, step: int) -> float | None:
+        """The measured test accuracy of one checkpoint, or None while it is not measured."""
+        key = (seed_dir, step)
+        if key not in self.accuracy:
+            path = measures_path(seed_dir, step)
+            if not path.exists():
+                return None
+            with np.load(path) as saved:
+                self.accuracy[key] = float(json.loads(str(saved["rows"]))["model"]["test_accuracy"])
+        return self.accuracy[key]
 
 
 
@@ -183,15 +225,15 @@ def _worker_death_explained() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _threads(device: torch.device, n_workers: int) -> Iterator[None]:
-    """Training gets the cores the workers leave free, each worker one thread (oversubscribed
-    cores slow everything down tenfold). Spawned workers inherit the environment, so their BLAS
-    starts with one thread. Both settings are restored afterwards."""
+def _threads(device: torch.device, n_workers: int, threads: int | None = None) -> Iterator[None]:
+    """Training gets `threads`, or the cores the workers leave free, each worker one thread
+    (oversubscribed cores slow everything down tenfold). Spawned workers inherit the environment,
+    so their BLAS starts with one thread. Both settings are restored afterwards."""
     saved_env = {name: os.environ.get(name) for name in THREAD_VARIABLES}
     saved_threads = torch.get_num_threads()
     os.environ.update({name: "1" for name in THREAD_VARIABLES})
     if device.type == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or 2) - n_workers))
+        torch.set_num_threads(threads or max(1, (os.cpu_count() or 2) - n_workers))
     try:
         yield
     finally:

@@ -7,15 +7,21 @@ a transformer seed alone) with the optimizer the task builds, and writes for eac
     seed_dir/weights/step_000001234.safetensors   the weights at each checkpoint step
     seed_dir/state.pt                             model, optimizer, step and status, for resuming
 
-Both are written atomically, weights first, so a run killed at any moment resumes from its
-last checkpoint.
+Both are written atomically, weights first. Between checkpoints, which lie hours apart late in
+a long run, the state is saved again every `SAVE_EVERY_S` seconds of wall time, so a run killed
+at any moment resumes from at most that long ago, and computes the same bits as if it had not
+stopped (every batch is a pure function of seed and step). A progress file, if asked for, records
+(time, step) samples for `grokutils.tools.status`.
 """
 from __future__ import annotations
 
 import functools
 import io
+import json
 import logging
 import math
+import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +33,10 @@ from grokutils.store import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 FINITE_CHECK_EVERY = 100  # steps between checks for a NaN/Inf loss (each check syncs a GPU)
+SAVE_EVERY_S = 600.0  # wall seconds between saves of the training state between checkpoints
+PROGRESS_EVERY_S = 60.0  # wall seconds between (time, step) samples in the progress file
+CLOCK_EVERY = 500  # steps between looks at the clock (a multiple of FINITE_CHECK_EVERY: no extra syncs)
+PROGRESS_SAMPLES = 200  # samples the progress file keeps (the latest)
 
 
 @functools.lru_cache(maxsize=64)
@@ -157,16 +167,52 @@ class SeedGroup:
         return {"model": model, "optimizer": optimizer, "step": self.step if step is None else step, "status": status}
 
 
+class ProgressFile:
+    """(wall time, step) samples of the training process, written atomically every
+    PROGRESS_EVERY_S to `path` (nothing if `path` is None), for `grokutils.tools.status`.
+
+    {"pid", "host", "total_steps", "seeds", "started": [time, step], "samples": [[time, step], ...]}:
+    the samples of this process only (a restart begins a new list), the latest PROGRESS_SAMPLES.
+    """
+
+    def __init__(self, path: Path | None, total_steps: int):
+        self.path, self.total_steps = (None if path is None else Path(path)), total_steps
+        self.samples: list[list[float]] = []
+        self.started: list[float] | None = None
+        self.last = -math.inf
+
+    def sample(self, seeds: list[int], step: int, force: bool = False) -> None:
+        """Record `step` now if PROGRESS_EVERY_S has passed since the last sample (or `force`)."""
+        now = time.time()
+        if self.path is None or (not force and now - self.last < PROGRESS_EVERY_S):
+            return
+        self.last = now
+        self.started = self.started or [now, step]
+        self.samples = [*self.samples, [round(now, 1), step]][-PROGRESS_SAMPLES:]
+        record = {"pid": os.getpid(), "host": os.uname().nodename, "total_steps": self.total_steps,
+                  "seeds": seeds, "started": self.started, "samples": self.samples}
+        atomic_write_bytes(self.path, (json.dumps(record) + "\n").encode())
+
+
+def read_progress(path: Path) -> dict | None:
+    """A progress file's record, or None if there is none or it cannot be read."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def train_seeds(task, config, seed_dirs: dict[int, Path], data, device: torch.device,
                 on_checkpoint: Callable[[int, int, Path], None] = lambda seed, step, path: None,
-                progress: bool = True) -> dict[int, dict]:
+                progress: bool = True, progress_file: Path | None = None) -> dict[int, dict]:
     """Train every seed in `seed_dirs` (seed -> folder) to `config.steps`, resuming each from
     its `state.pt`: seeds saved at one step train together (in groups of `task.group_size`).
 
     Saves the weights at every checkpoint step (then calls `on_checkpoint(seed, step, path)`)
-    and the training state after them. A seed whose loss turns non-finite stops there: its
-    state says "diverged", and it is not restarted. Returns {seed: {"status": "finished" |
-    "diverged", "step": last step}}.
+    and the training state after them, and the state again every SAVE_EVERY_S seconds between
+    them. A seed whose loss turns non-finite stops there: its state says "diverged", and it is
+    not restarted. `progress_file`: where to record progress samples (`ProgressFile`).
+    Returns {seed: {"status": "finished" | "diverged", "step": last step}}.
     """
     statuses, groups = {}, {}
     for seed, seed_dir in seed_dirs.items():
@@ -176,6 +222,7 @@ def train_seeds(task, config, seed_dirs: dict[int, Path], data, device: torch.de
             statuses[seed] = {"status": saved["status"], "step": int(saved["step"])}
         else:  # a fresh seed (None: no state yet) or one to resume
             groups.setdefault(-1 if saved is None else int(saved["step"]), {})[seed] = saved
+    recorder = ProgressFile(progress_file, config.steps)
     for _, members in sorted(groups.items()):
         seeds = sorted(members)
         size = task.group_size or len(seeds)
@@ -183,40 +230,62 @@ def train_seeds(task, config, seed_dirs: dict[int, Path], data, device: torch.de
             part = seeds[first:first + size]
             states = None if members[part[0]] is None else [members[seed] for seed in part]
             statuses.update(_train_group(task, config, part, states, seed_dirs, data, device, on_checkpoint,
-                                         progress))
+                                         progress, recorder))
     return {seed: statuses[seed] for seed in seed_dirs}
 
 
+def next_stop(step: int, target: int) -> int:
+    """The next step at which the loop looks at the clock: a multiple of CLOCK_EVERY, or `target`."""
+    return min(target, (step // CLOCK_EVERY + 1) * CLOCK_EVERY)
+
+
 def _train_group(task, config, seeds: list[int], states: list[dict] | None, seed_dirs: dict, data,
-                 device: torch.device, on_checkpoint: Callable, progress: bool) -> dict[int, dict]:
+                 device: torch.device, on_checkpoint: Callable, progress: bool,
+                 recorder: ProgressFile) -> dict[int, dict]:
     """Train one group of seeds from its common step (fresh if `states` is None) to the end."""
     group, statuses = SeedGroup(task, config, seeds, data, device, states), {}
+    saved_at = time.monotonic()
 
-    def checkpoint(seed: int) -> None:
-        save_checkpoint(Path(seed_dirs[seed]), group.seed_state(seed, "running"),
-                        lambda step, path: on_checkpoint(seed, step, path))
+    def save_live(status: str, at_checkpoint: bool) -> None:
+        nonlocal saved_at
+        for seed in group.live:
+            state = group.seed_state(seed, status)
+            if at_checkpoint:
+                save_checkpoint(Path(seed_dirs[seed]), state, lambda step, path: on_checkpoint(seed, step, path))
+            else:
+                save_state(Path(seed_dirs[seed]), state)
+        saved_at = time.monotonic()
 
     if states is None:
-        for seed in seeds:
-            checkpoint(seed)
+        save_live("running", at_checkpoint=True)
     label = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {','.join(map(str, seeds))}"
     bar = progress_bar(config.steps, group.step, label, progress)
+    recorder.sample(seeds, group.step, force=True)
     for target in [t for t in config.checkpoint_steps if t > group.step]:
-        group.run(target - group.step, bar)
-        for seed in [s for s in group.diverged if s not in statuses]:
-            step = group.diverged[seed]
-            log.warning("seed %d: non-finite loss by step %d; run stopped", seed, step)
-            save_state(Path(seed_dirs[seed]), group.seed_state(seed, "diverged", step))
-            statuses[seed] = {"status": "diverged", "step": step}
+        while group.step < target and group.live:
+            group.run(next_stop(group.step, target) - group.step, bar)
+            _record_divergences(group, seed_dirs, statuses)
+            recorder.sample(seeds, group.step)
+            if group.step < target and time.monotonic() - saved_at >= SAVE_EVERY_S:
+                save_live("running", at_checkpoint=False)  # between checkpoints: resume from here
         if not group.live:
             break
-        for seed in group.live:
-            checkpoint(seed)
+        save_live("running", at_checkpoint=True)
     bar.close()
+    recorder.sample(seeds, group.step, force=True)
     for seed in group.live:
         save_state(Path(seed_dirs[seed]), group.seed_state(seed, "finished"))
         statuses[seed] = {"status": "finished", "step": group.step}
     return statuses
+
+
+def _record_divergences(group: SeedGroup, seed_dirs: dict, statuses: dict) -> None:
+    """Save the state of each seed that diverged since the last call as "diverged", at its step."""
+    for seed in [s for s in group.diverged if s not in statuses]:
+        step = group.diverged[seed]
+        log.warning("seed %d: non-finite loss by step %d; run stopped", seed, step)
+        save_state(Path(seed_dirs[seed]), group.seed_state(seed, "diverged", step))
+        statuses[seed] = {"status": "diverged", "step": step}
 
 
 def train_seed(task, config, seed: int, data, seed_dir: Path, device: torch.device,

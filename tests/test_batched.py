@@ -1,10 +1,12 @@
 """The MLP's seeds as one batched module, trained by the one loop: against a plain PyTorch loop.
 
 On the CPU in float64 (eager loss, single-tensor AdamW) each seed of the batched module
-computes bitwise what a plain `make_mlp(seed)` loop computes (checked with MKL, the BLAS of
-the x86 wheels; with another BLAS to 1e-12 relative). Float32 uses a compiled loss and the
-fused AdamW: checked to a stated tolerance. Checkpoints are the plain loop's `state_dict`s,
-so a state written by the trainer before this one (which saved exactly those) resumes.
+computes bitwise what a plain `make_mlp(seed)` loop computes where the BLAS gives batched and
+single products the same bits (MKL on the Intel Xeons this was built on: `BITWISE`, probed at
+import), else to 1e-12 relative (MKL on an AMD EPYC here rounds weight gradients differently).
+Float32 uses a compiled loss and the fused AdamW: checked to a stated tolerance. Checkpoints
+are the plain loop's `state_dict`s, so a state written by the trainer before this one (which
+saved exactly those) resumes.
 The CUDA test runs only where a GPU is present.
 """
 from __future__ import annotations
@@ -24,15 +26,40 @@ from grokutils.tasks import batch_indices
 from grokutils.train import SeedGroup, train_seed, train_seeds
 
 CPU = torch.device("cpu")
-BITWISE = torch.backends.mkl.is_available()  # batched and single matmuls agree bitwise in MKL
+
+
+def _batched_gradients_are_bitwise() -> bool:
+    """Whether this machine's BLAS gives the batched module (`baddbmm`, and `bmm` in its backward)
+    the same float64 bits as a plain `MLP` (`addmm`, `mm`) on one batch of the MLP's shapes. MKL
+    does on the Intel Xeons this was built on, but not on every x86: on an AMD EPYC of this
+    workplace the forward agrees bitwise and the weight gradients to round-off (3e-14)."""
+    generator = torch.Generator().manual_seed(1)
+    x = torch.rand(200, 784, generator=generator, dtype=torch.float64)
+    target = F.one_hot(torch.arange(200) % 10, 10).double()
+    plain, group = make_mlp(0, 8.0), batched.BatchedMLP.initial(MLPConfig(steps=1), [0])
+    F.mse_loss(plain(x), target).backward()
+    group._losses(x, target, torch.arange(200).unsqueeze(0)).sum().backward()
+    return all(torch.equal(p.grad, q.grad[0]) for p, q in zip(plain.parameters(), group.parameters()))
+
+
+BITWISE = _batched_gradients_are_bitwise()  # else the float64 comparisons hold to 1e-12 of max |w|
 NUMERICS_STEPS = 300
 CHECKPOINTED = MLPConfig(steps=40, n_checkpoints=6, weight_decay=0.01)  # checkpoints 0, 1, 2, 4, 9, 19, 40
-FLOAT32 = MLPConfig(steps=NUMERICS_STEPS, dtype="float32", lr=5e-3)  # the accelerated protocol's step
+FLOAT32_STEPS = 150  # float32 is compared before Adam starts to amplify round-off (see below)
+FLOAT32 = MLPConfig(steps=FLOAT32_STEPS, dtype="float32", lr=5e-3)  # the accelerated protocol's step
 # Float32 against the plain float32 loop after 300 steps: the fused AdamW and the compiled loss
 # round differently; measured max |difference| 6e-7 of max |w| on 2026-12-03 (float32 eps 1.2e-7)
 # on these random images. On the real digits Adam amplifies the round-off in weights whose
 # gradient is nearly zero after about 170 steps (README, Speed), so the test stays on this data.
+# On an AMD EPYC of this workplace (2026-12-06), where even float64 weight gradients round
+# differently, the largest weight difference was 5e-8 of max |w| after 1 step, 1.7e-6 from step 50
+# to 200 (eager and compiled alike), then 2.2e-5 (eager) and 2.5e-3 (compiled) at step 300: Adam's
+# amplification had begun there, so float32 is compared at FLOAT32_STEPS. First moments are held to
+# FLOAT32_MOMENT_RTOL of their largest entry (a signed running mean: its largest entry is small
+# beside the round-off of entries that cancel; 1.3e-3 at step 300, eager); wrong betas, a lost state
+# or a missed step differ by orders of magnitude more.
 FLOAT32_RTOL = 1e-4
+FLOAT32_MOMENT_RTOL = 1e-2
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
@@ -112,7 +139,8 @@ def _compare_with_plain_loop(group: SeedGroup, losses: torch.Tensor, rtol: float
             assert set(saved["optimizer"]["state"].get(i, {})) == set(reference["state"].get(i, {}))
             for key, tensor in reference["state"].get(i, {}).items():
                 assert saved["optimizer"]["state"][i][key].dtype == tensor.dtype, (name, key)
-                _assert_same(saved["optimizer"]["state"][i][key], tensor, f"seed {seed} {name} {key}", rtol)
+                moment_rtol = None if rtol is None else max(rtol, FLOAT32_MOMENT_RTOL)
+                _assert_same(saved["optimizer"]["state"][i][key], tensor, f"seed {seed} {name} {key}", moment_rtol)
 
 
 # --- numerics --------------------------------------------------------------------------------------
@@ -145,14 +173,14 @@ def test_another_optimizer_trains_as_its_plain_loop(optimizer):
 def test_float32_eager_loss_with_the_fused_adamw_matches_the_plain_loop_to_a_tolerance():
     group = _group(FLOAT32, [0, 1], compiled=False)
     assert group.optimizer.param_groups[0]["fused"]  # float32: the fused AdamW
-    _compare_with_plain_loop(group, _run_recorded(group, NUMERICS_STEPS), rtol=FLOAT32_RTOL)
+    _compare_with_plain_loop(group, _run_recorded(group, FLOAT32_STEPS), rtol=FLOAT32_RTOL)
 
 
 @pytest.mark.slow
 def test_compiled_float32_matches_the_plain_float32_loop_to_a_stated_tolerance():
     """The default on the CPU in float32: torch.compile of the loss (about 30 s to compile)."""
     group = _group(FLOAT32, [0, 1])
-    losses = _run_recorded(group, NUMERICS_STEPS)
+    losses = _run_recorded(group, FLOAT32_STEPS)
     assert group.model.compiled is not None, "the float32 loss was not compiled"
     _compare_with_plain_loop(group, losses, rtol=FLOAT32_RTOL)  # the trial step of compiling did not count
 

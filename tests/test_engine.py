@@ -196,12 +196,12 @@ def test_run_killed_at_a_checkpoint_resumes_and_matches(finished, tmp_path, monk
     steps = finished.config.checkpoint_steps
     real_train, kill_at = train.train_seeds, steps[len(steps) // 2]  # a checkpoint before the last
 
-    def killed_mid_run(task, config, seed_dirs, data, device, on_checkpoint, progress):
+    def killed_mid_run(task, config, seed_dirs, data, device, on_checkpoint, progress, **options):
         def callback(seed, step, path):
             on_checkpoint(seed, step, path)
             if step == kill_at:
                 raise KeyboardInterrupt("simulated kill")
-        return real_train(task, config, seed_dirs, data, device, callback, progress)
+        return real_train(task, config, seed_dirs, data, device, callback, progress, **options)
 
     monkeypatch.setattr(train, "train_seeds", killed_mid_run)
     with pytest.raises(KeyboardInterrupt):
@@ -213,6 +213,11 @@ def test_run_killed_at_a_checkpoint_resumes_and_matches(finished, tmp_path, monk
     assert not store.partial_dir(final).exists()
     pd.testing.assert_frame_equal(resumed.curves, finished.curves)
     pd.testing.assert_frame_equal(resumed.layers, finished.layers)
+    assert resumed.key_steps == finished.key_steps  # the pruned .partial folder kept what the run keeps
+    for seed, kept in finished.key_steps.items():
+        for which in kept:
+            for name, tensor in finished.weights(seed, which).items():
+                assert torch.equal(resumed.weights(seed, which)[name], tensor), (seed, which, name)
 
 
 NO_MAIN_GUARD = textwrap.dedent("""
@@ -283,3 +288,37 @@ def test_training_flushes_denormals_and_switches_flushing_off_after():
     with engine._flush_denormals():
         assert torch.tensor([tiny], dtype=torch.float64).item() == 0.0
     assert torch.tensor([tiny], dtype=torch.float64).item() > 0.0
+
+
+def _fake_checkpoint(seed_dir, step, test_accuracy=None) -> None:
+    """A weights file at `step`, and its measures if `test_accuracy` is given."""
+    import io
+    import json
+
+    import numpy as np
+
+    from grokutils.store import atomic_write_bytes
+
+    train.weights_path(seed_dir, step).parent.mkdir(parents=True, exist_ok=True)
+    train.weights_path(seed_dir, step).write_bytes(b"w")
+    if test_accuracy is not None:
+        engine.measures_path(seed_dir, step).parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        np.savez(buffer, rows=np.array(json.dumps({"model": {"test_accuracy": test_accuracy}, "layers": []})))
+        atomic_write_bytes(engine.measures_path(seed_dir, step), buffer.getvalue())
+
+
+def test_pruner_keeps_init_first_best_latest_and_unmeasured_weights(tmp_path):
+    steps = [0, 1, 2, 5, 10, 20, 50]
+    accuracies = {0: 0.1, 1: 0.3, 2: 0.8, 5: 0.8, 10: 0.5}  # best 0.8 first at step 2; 20 and 50 unmeasured
+    for step in steps:
+        _fake_checkpoint(tmp_path, step, accuracies.get(step))
+    engine.WeightsPruner(steps).prune(tmp_path)
+    kept = sorted(int(path.stem.split("_")[1]) for path in (tmp_path / "weights").glob("*.safetensors"))
+    assert kept == [0, 2, 20, 50]
+    _fake_checkpoint(tmp_path, 20, 0.9)  # measured later, and better: step 2 goes; 50 is the latest
+    _fake_checkpoint(tmp_path, 50, 0.2)
+    pruner = engine.WeightsPruner(steps)
+    pruner.prune(tmp_path)
+    kept = sorted(int(path.stem.split("_")[1]) for path in (tmp_path / "weights").glob("*.safetensors"))
+    assert kept == [0, 20, 50]

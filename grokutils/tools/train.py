@@ -57,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="FIELD=VALUE")
     parser.add_argument("--device", default=None, help="default: the profile entry's device")
     parser.add_argument("--results-dir", default=str(RESULTS_DIR))
-    parser.add_argument("--workers", type=int, default=None, help="measuring processes (default: cores - 1)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="measuring processes (default: cores - 1; 0: measure in this process)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads of the training process (default: the cores the workers leave)")
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -69,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"run: {folder}\nconfig: {dataclasses.asdict(config)}\ndevice: {device}", flush=True)
     if args.dry_run:
         return 0
-    result = runs.get(config, device, args.results_dir, n_workers=args.workers)
+    result = runs.get(config, device, args.results_dir, n_workers=args.workers, threads=args.threads)
     print(f"finished: {folder} ({len(result.curves)} curve rows)", flush=True)
     return 0
 

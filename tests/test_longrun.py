@@ -1,0 +1,92 @@
+"""grokutils.tools.status and grokutils.tools.longrun: unfinished runs, their rate, snapshots."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from grokutils import store, train
+from grokutils.tools import longrun, status
+
+
+def test_recent_rate_uses_the_window_before_the_last_sample():
+    samples = [[0.0, 0], [100.0, 1000], [200.0, 3000], [300.0, 5000]]
+    assert status.recent_rate(samples, window_s=1000) == pytest.approx(5000 / 300)
+    assert status.recent_rate(samples, window_s=150) == pytest.approx(20.0)  # the last two samples
+    assert status.recent_rate(samples[:1], window_s=150) is None
+
+
+def _partial(results, name, steps, samples=None, total=10_000):
+    partial = results / f"{name}.partial"
+    for seed, step in enumerate(steps):
+        train.save_state(_mkdir(partial / f"seed{seed}"), {"model": {}, "optimizer": {}, "step": step,
+                                                             "status": "running"})
+    if samples is not None:
+        (partial / "progress.json").write_text(
+            f'{{"pid": 1, "total_steps": {total}, "seeds": [0], "started": [0, 0], "samples": {samples}}}')
+    return partial
+
+
+def _mkdir(path):
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def test_status_lists_unfinished_runs_with_rate_and_time_left(tmp_path):
+    _partial(tmp_path, "mlp-a", [4000, 3500], samples=[[0, 1000], [1000, 5000]])
+    final = tmp_path / "mlp-a"
+    store.lock_path(final).write_text(str(os.getpid()))  # "held" by a live process: this one
+    _partial(tmp_path, "mlp-b", [100])
+    (tmp_path / "mlp-c").mkdir()  # a finished-looking folder is not listed
+    rows = {row.name: row for row in status.unfinished(tmp_path)}
+    assert sorted(rows) == ["mlp-a", "mlp-b"]
+    a, b = rows["mlp-a"], rows["mlp-b"]
+    assert (a.running, a.step, a.resumes_from, a.rate) == (True, 5000, 3500, 4.0)
+    assert a.hours_left == pytest.approx(5000 / 4.0 / 3600)
+    assert (b.running, b.step, b.resumes_from, b.rate, b.hours_left) == (False, None, 100, None, None)
+    table = status.format_table(list(rows.values()))
+    assert "mlp-a" in table and "running" in table and "stopped" in table
+
+
+def test_status_refuses_a_missing_results_dir(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        status.main(["--results-dir", str(tmp_path / "nope")])
+    assert "is not a folder" in capsys.readouterr().err
+
+
+def test_copy_state_takes_the_resumable_files_and_replaces_the_target(tmp_path):
+    source = _partial(tmp_path / "work", "run", [700, 700])
+    (source / "seed0" / "weights").mkdir()
+    (source / "seed0" / "weights" / "step_000000000.safetensors").write_bytes(b"w")
+    (source / "seed0" / "stray.tmp").write_bytes(b"x")
+    target = _partial(tmp_path / "snap", "run", [100])
+    (target / "seed0" / "old.txt").write_text("old")
+    longrun.copy_state(source, target)
+    files = sorted(str(path.relative_to(target)) for path in target.rglob("*") if path.is_file())
+    assert files == ["seed0/state.pt", "seed0/weights/step_000000000.safetensors", "seed1/state.pt"]
+    assert torch.load(target / "seed1" / "state.pt", weights_only=True)["step"] == 700
+    assert not list(target.parent.glob("*.copying")) and not list(target.parent.glob("*.old"))
+
+
+def test_a_spec_with_a_bad_commit_or_field_is_refused(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("commit: 0000000\nruns:\n  - {experiment: mlp, sets: {lr: 0.0005}}\n")
+    with pytest.raises(ValueError, match="commit must name a commit"):
+        longrun.read_spec(spec)
+    spec.write_text("commit: HEAD\nruns:\n  - {experiment: mlp, sets: {learning_rate: 0.0005}}\n")
+    with pytest.raises(ValueError, match="learning_rate"):
+        longrun.read_spec(spec)
+    spec.write_text("commit: HEAD\nruns: []\n")
+    with pytest.raises(ValueError, match="non-empty list"):
+        longrun.read_spec(spec)
+
+
+def test_the_committed_spec_names_valid_runs_and_arguments():
+    spec = longrun.read_spec(longrun.REPO_ROOT / "longruns" / "papers_protocol.yaml")
+    assert len(spec.runs) == 2 and spec.threads == 1
+    for run in spec.runs:
+        arguments = run.train_arguments()
+        assert arguments[:3] == ["mlp", "--profile", run.profile]
+        assert "--set=lr=0.0005" in arguments and "--set=dtype=float32" in arguments
+        assert run.name.startswith("mlp-wd") and "10000000steps-3seeds" in run.name
