@@ -30,7 +30,7 @@ from pathlib import Path
 import yaml
 
 from grokutils import store
-from grokutils.paths import REPO_ROOT, RESULTS_DIR
+from grokutils.paths import REPO_ROOT, RESULTS_DIR, data_roots
 from grokutils.tools import status as status_tool
 from grokutils.tools.train import config_of
 
@@ -152,6 +152,9 @@ def start(spec: Spec) -> list[str]:
 def launch(spec: Spec, run: LongRun, core: int, log_file: Path) -> None:
     """`tools.train` of one run from the worktree, in the background, on one core (taskset)."""
     environment = {**os.environ, "PYTHONPATH": str(spec.worktree), "OMP_NUM_THREADS": str(spec.threads)}
+    data = [root for root in data_roots() if (root / "MNIST" / "raw").is_dir()]
+    if data:  # the worktree's own candidates (beside .longruns/) hold no data
+        environment["GROKUTILS_DATA"] = str(data[0])
     command = [sys.executable, "-m", "grokutils.tools.train", *run.train_arguments(),
                "--threads", str(spec.threads), "--workers", "0", "--results-dir", str(spec.worktree / "results")]
     if shutil.which("taskset"):
