@@ -103,6 +103,7 @@ def _compute(config, final: Path, device: torch.device, n_workers: int, progress
         for seed, seed_dir in seed_dirs.items():
             (seed_dir / "measures").mkdir(parents=True, exist_ok=True)
             for step in config.checkpoint_steps:  # resume: saved but not yet measured
+                check_checkpoint_files(seed_dir, step)
                 if weights_path(seed_dir, step).exists():
                     submit(seed, step, weights_path(seed_dir, step))
         tic = time.perf_counter()
@@ -134,6 +135,46 @@ def measure_to_file(config, seed: int, step: int, weights_file: Path, out_file: 
 def measures_path(seed_dir: Path, step: int) -> Path:
     """Where one checkpoint's measures are kept until the run is assembled."""
     return seed_dir / "measures" / f"step_{step:09d}.npz"
+
+
+def readable_measures(path: Path) -> bool:
+    """Whether a checkpoint's measures file loads: its rows and every array."""
+    try:
+        with np.load(path) as saved:
+            json.loads(str(saved["rows"]))["model"]
+            for key in saved.files:
+                saved[key]
+    except Exception:  # truncated, garbage, a missing key: all mean the same here
+        return False
+    return True
+
+
+def check_checkpoint_files(seed_dir: Path, step: int) -> None:
+    """Before a run resumes, one checkpoint's files in its `.partial` folder.
+
+    An unreadable measures file is measured again from its weights, or, where the weights are
+    no longer kept, set aside as `*.unreadable` with a WARNING (the run's tables then lack that
+    checkpoint of that seed). Unreadable weights waiting to be measured stop the run at once with
+    `DamagedStateError` naming the file and what to do, not after training.
+    """
+    measures, weights = measures_path(seed_dir, step), weights_path(seed_dir, step)
+    if measures.exists() and not readable_measures(measures):
+        if weights.exists():
+            log.warning("%s cannot be read; measuring that checkpoint again", measures)
+            measures.unlink()
+        else:
+            aside = measures.with_name(measures.name + ".unreadable")
+            os.replace(measures, aside)
+            log.warning("%s cannot be read and its weights are not kept: set aside as %s; the run's tables "
+                        "will lack step %d of %s", measures, aside.name, step, seed_dir.name)
+    if weights.exists() and not measures.exists():
+        try:
+            load_file(weights)
+        except Exception as err:
+            raise train.DamagedStateError(
+                f"{weights}: checkpoint weights waiting to be measured cannot be read ({type(err).__name__}: "
+                f"{str(err).splitlines()[0]}). Delete it, and the run goes on without that checkpoint's measures; "
+                f"or delete {seed_dir.name}/state.pt too, to train that seed again from step 0.") from err
 
 
 class WeightsPruner:

@@ -12,9 +12,9 @@ A finished run folder holds
 
 Work in progress lives in `NAME.partial/` beside it; the finished folder appears by one
 atomic rename, so a half-written run is never taken for a finished one. A folder whose files
-no longer match their seal (a flipped byte, a truncated copy) is not finished either: it is
-recomputed, with a WARNING naming the folder and the file, rather than raising, because the
-store is a cache and recomputing is the one repair that needs no person. Seals written before
+no longer match their seal (a flipped byte, a truncated copy, a garbled meta.json) is not
+finished either: it is renamed `NAME.damaged` (its files may be intact and worth hours) and
+recomputed, with a WARNING naming the folder, the file and where it went. Seals written before
 hashes existed (sizes only) still load; `python -m grokutils.store --add-hashes FOLDER ...`
 adds the hashes to them. One process at a time computes a config (`run_lock`).
 """
@@ -348,6 +348,17 @@ def run_lock(final: Path) -> Iterator[None]:
         handle.close()
 
 
+def set_aside(folder: Path) -> Path:
+    """Rename a damaged run folder to `NAME.damaged` (or `.damaged-2`, ...), never deleting it:
+    its data files may be intact (a garbled meta.json) and hours of training to recover."""
+    aside, number = folder.with_name(folder.name + ".damaged"), 1
+    while aside.exists():
+        number += 1
+        aside = folder.with_name(f"{folder.name}.damaged-{number}")
+    os.replace(folder, aside)
+    return aside
+
+
 def remove_if_empty(folder: Path) -> None:
     """Remove `folder` if it holds no file (only empty folders): an early failure's leftovers."""
     if folder.is_dir() and not any(path.is_file() for path in folder.rglob("*")):
@@ -367,7 +378,9 @@ def load_or_compute(final: Path, config_class, compute: Callable[[], RunResult])
         if problem is None:  # finished while this process waited
             return _read_run(final, config_class)
         if final.exists():
-            log.warning("%s: stored run is damaged (%s); recomputing it", final.name, problem)
+            aside = set_aside(final)
+            log.warning("%s: stored run is damaged (%s); its files are kept as %s, and the run is "
+                        "recomputing", final.name, problem, aside.name)
         try:
             return compute()
         finally:

@@ -94,10 +94,26 @@ def save_state(seed_dir: Path, state: dict) -> None:
     save_atomic(state, seed_dir / "state.pt")
 
 
+class DamagedStateError(RuntimeError):
+    """A file of a run's `.partial` folder cannot be read; the message names it and the fix."""
+
+
 def load_state(seed_dir: Path, device: torch.device | str = "cpu") -> dict | None:
-    """The saved training state of a seed, or None if it has none yet."""
-    path = seed_dir / "state.pt"
-    return torch.load(path, weights_only=True, map_location=device) if path.exists() else None
+    """The saved training state of a seed, or None if it has none yet; an unreadable one raises
+    `DamagedStateError` naming the file and what to do."""
+    path = Path(seed_dir) / "state.pt"
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, weights_only=True, map_location=device)
+        if not isinstance(state, dict) or not {"model", "optimizer", "step", "status"} <= set(state):
+            raise ValueError("not a training state {model, optimizer, step, status}")
+    except Exception as err:  # truncated, garbage, or another kind of file: torch's own message misleads
+        raise DamagedStateError(
+            f"{path}: the saved training state cannot be read ({type(err).__name__}: {str(err).splitlines()[0]}). "
+            f"Restore it from a copy (a long run's snapshot in longruns/snapshots/), or delete it to train "
+            f"this seed again from step 0; its measured checkpoints are kept.") from err
+    return state
 
 
 def save_checkpoint(seed_dir: Path, state: dict, on_checkpoint: Callable[[int, Path], None]) -> None:

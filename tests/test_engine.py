@@ -322,3 +322,32 @@ def test_pruner_keeps_init_first_best_latest_and_unmeasured_weights(tmp_path):
     pruner.prune(tmp_path)
     kept = sorted(int(path.stem.split("_")[1]) for path in (tmp_path / "weights").glob("*.safetensors"))
     assert kept == [0, 20, 50]
+
+
+def test_an_unreadable_state_is_named_with_the_fix(tmp_path):
+    task, make_config, make_data = SETUPS["mlp"]
+    (tmp_path / "seed0").mkdir()
+    (tmp_path / "seed0" / "state.pt").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(train.DamagedStateError, match=r"seed0/state.pt: the saved training state cannot be read"
+                                                      r".*delete it to train this seed again from step 0"):
+        train.train_seeds(task, make_config(40, 6), {0: tmp_path / "seed0"}, make_data(), CPU, progress=False)
+
+
+def test_unreadable_measures_are_measured_again_or_set_aside(tmp_path, caplog):
+    """With its weights kept, a garbage measures file is deleted (measured again); without them,
+    it is set aside with a warning; unreadable pending weights stop with the file named."""
+    _fake_checkpoint(tmp_path, 5, 0.5)
+    engine.measures_path(tmp_path, 5).write_bytes(b"garbage")
+    with caplog.at_level("WARNING", logger="grokutils"):
+        engine.check_checkpoint_files(tmp_path, 5)
+    assert not engine.measures_path(tmp_path, 5).exists() and "measuring that checkpoint again" in caplog.text
+    _fake_checkpoint(tmp_path, 7, 0.5)
+    train.weights_path(tmp_path, 7).unlink()  # pruned
+    engine.measures_path(tmp_path, 7).write_bytes(b"garbage")
+    with caplog.at_level("WARNING", logger="grokutils"):
+        engine.check_checkpoint_files(tmp_path, 7)
+    assert (tmp_path / "measures" / "step_000000007.npz.unreadable").is_file() and "set aside" in caplog.text
+    _fake_checkpoint(tmp_path, 9)  # weights b"w", not measured: cannot be read
+    with pytest.raises(train.DamagedStateError, match=r"step_000000009.safetensors: checkpoint weights waiting"):
+        engine.check_checkpoint_files(tmp_path, 9)
+    engine.check_checkpoint_files(tmp_path, 11)  # nothing saved: nothing to say

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -165,6 +166,25 @@ def test_corrupted_store_is_recomputed_with_a_warning(tiny_run, tmp_path, monkey
         engine.run(tiny_run.config, results_dir=tmp_path, device="cpu", progress=False)
     warning = " ".join(record.getMessage() for record in caplog.records if record.levelname == "WARNING")
     assert copy.name in warning and "weights.safetensors" in warning and "recomputing" in warning
+    aside = copy.with_name(copy.name + ".damaged")
+    assert f"kept as {aside.name}" in warning and (aside / "curves.parquet").is_file()  # moved aside, not deleted
+
+
+def test_a_garbled_meta_json_keeps_the_intact_data_files(tiny_run, tmp_path, monkeypatch):
+    """A garbled seal on intact data: the run's files are set aside (twice: numbered), never deleted."""
+    copy = _copy_run(tiny_run, tmp_path)
+    curves = (copy / "curves.parquet").read_bytes()
+
+    def stop(*args, **kwargs):
+        raise RuntimeError("recomputing started")
+
+    monkeypatch.setattr(train, "train_seeds", stop)
+    for aside_name in (".damaged", ".damaged-2"):
+        (copy / "meta.json").write_text("{garbled")
+        with pytest.raises(RuntimeError, match="recomputing"):
+            engine.run(tiny_run.config, results_dir=tmp_path, device="cpu", progress=False)
+        assert (copy.with_name(copy.name + aside_name) / "curves.parquet").read_bytes() == curves
+        shutil.copytree(copy.with_name(copy.name + aside_name), copy)
 
 
 def test_lock_is_released_when_its_holder_dies(tmp_path, hold_run_lock):

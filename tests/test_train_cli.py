@@ -1,5 +1,6 @@
 """The command-line trainer: profile entry plus --set overrides, bad input refused before work."""
 import pytest
+import torch
 
 from grokutils.tools import train as train_cli
 
@@ -29,3 +30,16 @@ def test_unknown_experiment_and_dry_run(capsys, tmp_path):
     assert train_cli.main(["mlp", "--set", "steps=10", "--dry-run", "--results-dir", str(tmp_path)]) == 0
     assert "mlp-wd0-10steps-3seeds" in capsys.readouterr().out
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["mlp", "--device", "cuda:3"], "CUDA devices here: 0"),
+    (["mlp", "--workers", "-1"], "--workers must be a non-negative integer"),
+    (["mlp", "--threads", "0"], "--threads must be a positive integer"),
+    (["modadd", "--set", "init_from=no-such-run:final"], "no-such-run: not a finished run"),
+])
+def test_dry_run_checks_what_a_run_would_refuse(arguments, message, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit):
+        train_cli.main([*arguments, "--dry-run"])
+    assert message in capsys.readouterr().err

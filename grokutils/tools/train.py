@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from grokutils import runs, store
+from grokutils.config import resolve_device
 from grokutils.paths import RESULTS_DIR
 
 
@@ -50,6 +51,21 @@ def config_of(experiment: str, profile: str, sets: dict):
     return config_class(**{**entry, **sets})
 
 
+def check_run_arguments(config, device: str, workers: int | None, threads: int | None) -> None:
+    """Everything a run would refuse, checked before any work (and by --dry-run): the device, the
+    worker and thread counts, and the weights that `init_from` names."""
+    resolve_device(device)
+    if workers is not None and workers < 0:
+        raise ValueError(f"--workers must be a non-negative integer, got {workers}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads must be a positive integer, got {threads}")
+    if getattr(config, "init_from", ""):
+        from grokutils.modadd import initial_weights
+
+        for seed in range(config.n_seeds):
+            initial_weights(config, seed)  # a missing or unsealed run, or other data, is refused here
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("experiment", help=f"one of {sorted(runs.EXPERIMENTS)}")
@@ -66,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_of(args.experiment, args.profile, parse_sets(args.sets))
         device = args.device or runs.device_of(args.experiment, args.profile)
-    except ValueError as err:
+        check_run_arguments(config, device, args.workers, args.threads)
+    except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
     folder = store.run_dir(config, Path(args.results_dir))
     print(f"run: {folder}\nconfig: {dataclasses.asdict(config)}\ndevice: {device}", flush=True)
