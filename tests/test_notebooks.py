@@ -245,6 +245,30 @@ def test_bad_run_values_of_a_command_line_profile_stop_before_any_kernel(monkeyp
         execute.main(["--only", "01_mlp_grokking", "-p", "profile", str(bad)])
 
 
+def test_a_bad_plan_is_one_line_on_the_command_line(monkeypatch, tmp_path, capsys):
+    _refuse_execution(monkeypatch)
+    assert execute.cli(["--only", "01_mlp_grokking", "-p", "profile", "nope"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("python -m grokutils.tools.execute: error: unknown profile 'nope'")
+    assert "Traceback" not in error and len(error.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "nan", "inf"])
+def test_cell_timeout_must_be_a_positive_number_of_seconds(value, monkeypatch, capsys):
+    _refuse_execution(monkeypatch)
+    with pytest.raises(SystemExit):
+        execute.main(["--only", "01_mlp_grokking", "--cell-timeout", value])
+    assert "--cell-timeout must be a positive number of seconds" in capsys.readouterr().err
+
+
+def test_an_output_dir_that_is_a_file_is_refused(monkeypatch, tmp_path, capsys):
+    _refuse_execution(monkeypatch)
+    (tmp_path / "out").write_text("")
+    with pytest.raises(SystemExit):
+        execute.main(["--only", "01_mlp_grokking", "--output-dir", str(tmp_path / "out")])
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
 def test_the_log_names_the_profile_a_notebook_reads(monkeypatch, caplog, tmp_path):
     _record_execution(monkeypatch)
     with caplog.at_level("INFO", logger=execute.__name__):

@@ -32,6 +32,7 @@ import argparse
 import ast
 import functools
 import logging
+import math
 import os
 import shutil
 import sys
@@ -278,7 +279,12 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cell-timeout", type=float, default=None, metavar="SECONDS",
                         help=f"limit of every cell (default: {CELL_TIMEOUT_S} s, {PROGRESS_CELL_TIMEOUT_S} s "
                              f"for cells tagged {PROGRESS_TAG!r} or the profile's {TIMEOUT_KEY})")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.cell_timeout is not None and not (math.isfinite(args.cell_timeout) and args.cell_timeout > 0):
+        parser.error(f"--cell-timeout must be a positive number of seconds, got {args.cell_timeout:g}")
+    if args.output_dir is not None and args.output_dir.exists() and not args.output_dir.is_dir():
+        parser.error(f"--output-dir {str(args.output_dir)!r} is a file, not a folder")
+    return args
 
 
 def select(notebooks: list[Path], only: list[str] | None) -> list[Path]:
@@ -291,17 +297,13 @@ def select(notebooks: list[Path], only: list[str] | None) -> list[Path]:
     return [path for path in notebooks if path.stem in only]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line: execute the notebooks of a profile, with `-p` overrides on top."""
-    args = _arguments(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.tidy_metadata:
-        for path in select(notebooks_in_toc(), args.only):
-            notebook = nbformat.read(path, as_version=4)
-            if tidy_metadata(notebook):
-                nbformat.write(notebook, path)
-                log.info("kernel spec and plumbing tags set in %s", path.relative_to(REPO_ROOT))
-        return 0
+class PlanError(ValueError):
+    """A bad profile, parameter or notebook name, found before any notebook runs."""
+
+
+def _plans(args: argparse.Namespace) -> tuple[str, dict[Path, dict], dict[str, float]]:
+    """(profile name, {notebook: its parameters}, progress-cell limits), every value checked
+    (ValueError names the bad one)."""
     cwd = Path.cwd()
     name = caller_paths({"profile": args.profile}, cwd)["profile"]
     notebooks = notebooks_in_toc()
@@ -316,6 +318,24 @@ def main(argv: list[str] | None = None) -> int:
         for key in PROFILE_PARAMETERS:
             if key in parameters:
                 check_run_entries(parameters[key])
+    return name, plans, limits
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: execute the notebooks of a profile, with `-p` overrides on top."""
+    args = _arguments(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.tidy_metadata:
+        for path in select(notebooks_in_toc(), args.only):
+            notebook = nbformat.read(path, as_version=4)
+            if tidy_metadata(notebook):
+                nbformat.write(notebook, path)
+                log.info("kernel spec and plumbing tags set in %s", path.relative_to(REPO_ROOT))
+        return 0
+    try:
+        name, plans, limits = _plans(args)
+    except ValueError as err:
+        raise PlanError(str(err)) from err
     if args.output_dir is not None:
         args.output_dir.mkdir(parents=True, exist_ok=True)
     for path, parameters in plans.items():
@@ -327,5 +347,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """`main` as a command: a bad plan is one line on stderr and exit status 2, not a traceback."""
+    try:
+        return main(argv)
+    except PlanError as err:
+        print(f"python -m grokutils.tools.execute: error: {err}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())
