@@ -44,6 +44,8 @@ from safetensors.torch import save as safetensors_bytes
 
 log = logging.getLogger(__name__)
 FILES = ("config.json", "curves.parquet", "layers.parquet", "arrays.npz", "weights.safetensors")
+META_KEYS = ("config_hash", "status", "key_steps", "data_source", "data_fingerprint", "device", "timings",
+             "versions")  # what a seal must hold besides the file lists (the engine writes them all)
 
 
 def config_hash(config) -> str:
@@ -108,8 +110,9 @@ def file_sha256(path: Path) -> str:
 
 def seal_problem(folder: Path) -> str | None:
     """Why `folder` is not a finished run (None if it is): no seal, a damaged seal (one that
-    does not list every file of a run), or a file whose size or SHA-256 differs from it. A
-    seal without `file_sha256` (written before hashes) is checked on sizes alone."""
+    does not list every file of a run, or lacks a `META_KEYS` entry), or a file whose size or
+    SHA-256 differs from it. A seal without `file_sha256` (written before hashes) is checked on
+    sizes here; loading it adds the hashes (`_read_run`)."""
     meta_path = Path(folder) / "meta.json"
     if not meta_path.is_file():
         return "no meta.json (not sealed)"
@@ -143,6 +146,9 @@ def _seal_shape_problem(meta) -> str | None:
     unlisted = [name for name in FILES if not isinstance(sizes.get(name), int)]
     if unlisted:
         return f"file_sizes lacks {unlisted}"
+    missing = [key for key in META_KEYS if key not in meta]
+    if missing:
+        return f"meta.json lacks {missing}"
     if "file_sha256" in meta and not all(isinstance(hashes.get(name), str) for name in FILES):
         return f"file_sha256 lacks some of {list(FILES)}"
     return None
@@ -269,10 +275,28 @@ def array_key(seed: int, step: int, layer: str, what: str) -> str:
     return f"seed{seed}/step{step}/{layer}/{what}"
 
 
-def load_run(folder: Path, config_class) -> RunResult:
-    """Load a finished run; refuse a folder that is not sealed or not complete."""
-    folder = Path(folder)
+def run_problem(folder: Path, config_class) -> str | None:
+    """Why `folder` is not a finished run of `config_class` (None if it is): `seal_problem`, or a
+    config.json that is not a valid config or does not hash to the folder's name (a renamed
+    folder or an edited config would otherwise serve one config's results for another's)."""
     problem = seal_problem(folder)
+    if problem is not None:
+        return problem
+    folder = Path(folder)
+    try:
+        config = config_class(**json.loads((folder / "config.json").read_text()))
+    except (TypeError, ValueError) as err:
+        return f"config.json is not a valid {config_class.__name__} ({err})"
+    expected = run_dir(config, folder.parent).name
+    if folder.name != expected:
+        return f"config.json hashes to {expected}, not to this folder's name"
+    return None
+
+
+def load_run(folder: Path, config_class) -> RunResult:
+    """Load a finished run; refuse a folder that is not sealed, not complete or not its config's."""
+    folder = Path(folder)
+    problem = run_problem(folder, config_class)
     if problem is not None:
         raise FileNotFoundError(f"{folder.name}: not a finished run ({problem})")
     return _read_run(folder, config_class)
@@ -280,13 +304,17 @@ def load_run(folder: Path, config_class) -> RunResult:
 
 def load_if_finished(folder: Path, config_class) -> RunResult | None:
     """The finished run in `folder`, or None if there is none (its files are hashed once)."""
-    return _read_run(Path(folder), config_class) if seal_problem(folder) is None else None
+    return _read_run(Path(folder), config_class) if run_problem(folder, config_class) is None else None
 
 
 def _read_run(folder: Path, config_class) -> RunResult:
-    """Read a run whose seal has just been checked."""
+    """Read a run whose seal has just been checked; a seal written before hashes gets them."""
     config = config_class(**json.loads((folder / "config.json").read_text()))
     meta = json.loads((folder / "meta.json").read_text())
+    if "file_sha256" not in meta:  # sizes matched: hash these bytes now rather than trust sizes forever
+        log.warning("%s: sealed before hashes existed; adding the SHA-256 of its files to meta.json", folder.name)
+        add_hashes(folder)
+        meta = json.loads((folder / "meta.json").read_text())
     return RunResult(folder, config, meta, pd.read_parquet(folder / "curves.parquet"),
                      pd.read_parquet(folder / "layers.parquet"))
 
@@ -374,7 +402,7 @@ def load_or_compute(final: Path, config_class, compute: Callable[[], RunResult])
     """
     final = Path(final)
     with run_lock(final):
-        problem = seal_problem(final)
+        problem = run_problem(final, config_class)
         if problem is None:  # finished while this process waited
             return _read_run(final, config_class)
         if final.exists():

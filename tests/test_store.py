@@ -94,6 +94,33 @@ def test_flipped_byte_is_not_a_finished_run(tiny_run, tmp_path):
         store.load_run(copy, MLPConfig)
 
 
+def test_loading_a_seal_without_hashes_adds_them(tiny_run, tmp_path, caplog):
+    copy = _copy_run(tiny_run, tmp_path)
+    fresh = _drop_hashes(copy)
+    with caplog.at_level("WARNING", logger="grokutils"):
+        store.load_run(copy, MLPConfig)
+    assert "sealed before hashes existed" in caplog.text
+    assert json.loads((copy / "meta.json").read_text()) == fresh  # upgraded, not silently left on sizes
+
+
+@pytest.mark.parametrize("key", store.META_KEYS)
+def test_a_seal_without_a_key_the_loader_reads_is_refused_naming_it(key, tiny_run, tmp_path):
+    copy = _copy_run(tiny_run, tmp_path)
+    meta = json.loads((copy / "meta.json").read_text())
+    del meta[key]
+    (copy / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(FileNotFoundError, match=rf"damaged seal: meta.json lacks \['{key}'\]"):
+        store.load_run(copy, MLPConfig)
+
+
+def test_a_folder_whose_config_does_not_hash_to_its_name_is_refused(tiny_run, tmp_path):
+    renamed = tmp_path / tiny_run.path.name.replace("30steps", "31steps")
+    shutil.copytree(tiny_run.path, renamed)
+    with pytest.raises(FileNotFoundError, match=f"config.json hashes to {tiny_run.path.name}, not to"):
+        store.load_run(renamed, MLPConfig)
+    assert store.load_if_finished(renamed, MLPConfig) is None
+
+
 def test_seal_without_hashes_loads_and_the_migration_adds_them(tiny_run, tmp_path):
     copy = _copy_run(tiny_run, tmp_path)
     fresh = _drop_hashes(copy)
