@@ -109,3 +109,16 @@ def test_only_floating_2d_and_4d_tensors_of_analyzable_size_are_analyzed():
     matrices = checkpoint_matrices(state)
     assert {name: m.shape for name, m in matrices.items()} == {"fc": (50, 30), "conv": (16, 27)}
     assert list(checkpoint_matrices(state, match="^conv")) == ["conv"]
+
+
+def test_the_verdict_line_does_not_deny_listed_traps():
+    import pandas as pd
+
+    from grokutils.tools.watch import summary
+
+    quiet = pd.DataFrame({"step": [0, 0], "layer": ["a", "b"], "alpha": [3.0, 2.5], "traps": [16, 0],
+                          "alarm": [False, False], "reason": ["", ""]})
+    line = summary(quiet)
+    assert line.startswith("no alarm") and "16 correlation trap(s) listed above, not alarmed" in line
+    assert "no traps" not in line and "no correlation traps" not in line
+    assert summary(quiet.assign(traps=[0, 0])).endswith("; no correlation traps")

@@ -23,7 +23,9 @@ What is read, and how:
   `step_000100.safetensors` -> 100, `ckpt-2500.pt` -> 2500, `epoch3_step700.pt` -> 700.
   Files without digits in their names (`best.pt`) are skipped with a warning; two files
   with the same step are an error. A single file's step is read the same way (0 if none).
-* Alarms as in the monitor: alpha < 2 or traps > 0. The W_rand shuffle is seeded with
+* Alarms as in the monitor: alpha below `--alpha-threshold` (2), and, only with `--max-traps N`,
+  more than N correlation traps; without it traps are counted and listed, not alarmed (on this
+  book's runs they came on every seed, collapsing or not: chapter 07). The W_rand shuffle is seeded with
   `grokutils.measures.shuffle_seed(--seed, step)`, as the stored MLP runs are, so the
   weights folder of a run gives back its stored trap counts.
 """
@@ -181,10 +183,13 @@ def watch(path: Path | str, key: str | None = None, match: str | None = None, se
 
 
 def summary(table: pd.DataFrame) -> str:
-    """One line: the first alarm, or that there was none."""
+    """One line: the first alarm, or that there was none (and how many traps were only listed)."""
     alarms = table[table.alarm]
     if alarms.empty:
-        return "no alarm: every analyzed layer has alpha >= threshold (or no fit) and no traps"
+        traps = int(pd.to_numeric(table["traps"], errors="coerce").fillna(0).sum()) if "traps" in table else 0
+        listed = (f"; {traps} correlation trap(s) listed above, not alarmed (--max-traps N alarms on them)"
+                  if traps else "; no correlation traps")
+        return "no alarm: every analyzed layer has alpha >= the threshold (or no fit)" + listed
     first = alarms.iloc[0]
     return (f"ALARM: {alarms.layer.nunique()} layer(s) alarm; first at step {first.step}, "
             f"layer {first.layer!r}: {first.reason}")
