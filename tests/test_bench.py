@@ -1,7 +1,10 @@
 """grokutils.tools.bench: the command line checks its input, and a tiny run prints every row."""
 from __future__ import annotations
 
+import re
+
 import pytest
+from test_batched import BITWISE  # whether batched and plain float64 gradients agree bitwise here
 
 from grokutils.tools import bench
 
@@ -21,7 +24,13 @@ def test_a_tiny_run_prints_both_precisions_and_the_speed_up(capsys):
     for row in ("naive float64", "batched float64, 2 seeds (eager)", "batched float32, 2 seeds (compiled, fused AdamW)",
                 "batched float32, 2 processes x 2 seeds", "speed-up in seed-steps/s"):
         assert row in report, f"{row!r} missing from the report:\\n{report}"
-    assert "batched float64, 2 seeds (seed 0) vs reference float64 after 4 steps: max |w difference| 0 " in report
+    prefix = "batched float64, 2 seeds (seed 0) vs reference float64 after 4 steps: max |w difference| "
+    [line] = [line for line in report.splitlines() if line.startswith(prefix)]
+    if BITWISE:
+        assert line.startswith(prefix + "0 "), line
+    else:  # this BLAS rounds batched weight gradients differently (tests/test_batched.py)
+        relative = float(re.search(r"\(([^ ]+) of max \|w\|\)", line).group(1))
+        assert relative < 1e-12, line
 
 
 def test_the_modadd_step_benchmark_takes_turns_and_counts_the_steps_matrix_products():
