@@ -296,11 +296,12 @@ def _fake_checkpoint(seed_dir, step, test_accuracy=None) -> None:
     import json
 
     import numpy as np
+    from safetensors.torch import save_file
 
     from grokutils.store import atomic_write_bytes
 
     train.weights_path(seed_dir, step).parent.mkdir(parents=True, exist_ok=True)
-    train.weights_path(seed_dir, step).write_bytes(b"w")
+    save_file({"w": torch.zeros(2)}, train.weights_path(seed_dir, step))
     if test_accuracy is not None:
         engine.measures_path(seed_dir, step).parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
@@ -347,7 +348,8 @@ def test_unreadable_measures_are_measured_again_or_set_aside(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="grokutils"):
         engine.check_checkpoint_files(tmp_path, 7)
     assert (tmp_path / "measures" / "step_000000007.npz.unreadable").is_file() and "set aside" in caplog.text
-    _fake_checkpoint(tmp_path, 9)  # weights b"w", not measured: cannot be read
+    _fake_checkpoint(tmp_path, 9)
+    train.weights_path(tmp_path, 9).write_bytes(b"w")  # garbage weights, not measured: cannot be read
     with pytest.raises(train.DamagedStateError, match=r"step_000000009.safetensors: checkpoint weights waiting"):
         engine.check_checkpoint_files(tmp_path, 9)
     engine.check_checkpoint_files(tmp_path, 11)  # nothing saved: nothing to say
