@@ -1,7 +1,8 @@
 """Worker processes that die with their parent, and a clear error for a script without a main guard.
 
-The engine and the monitor measure in spawned worker processes (`ProcessPoolExecutor`). Two
-ways such a worker goes wrong, both handled here:
+The engine measures in spawned worker processes (`ProcessPoolExecutor`; the monitor's worker
+is a program of its own, `grokutils.tools.monitor_worker`). Two ways such a worker goes wrong,
+both handled here:
 
 * its parent is killed (kill -9, the out-of-memory killer): the worker would wait forever on
   its task pipe (about 900 MB each, adopted by init), keeping the resource tracker alive too.

@@ -190,3 +190,58 @@ def test_non_finite_weights_are_the_loudest_alarm(caplog):
     assert monitor.should_stop and not caplog.text
     assert table.set_index("layer").alarm.to_dict() == {"0": True, "2": False}
     assert table.set_index("layer").alpha["2"] == 4.0
+
+
+UNGUARDED = """
+import torch
+from torch import nn
+from grokutils.tools.monitor import Monitor
+
+print("TRAINING STARTS", flush=True)  # module level, no main guard: a multiprocessing worker would print it again
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 100))
+with torch.no_grad():
+    model[0].weight[3, 7] = 3.0  # a planted trap
+optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+x = torch.randn(32, 100, generator=torch.Generator().manual_seed(1))
+monitor = Monitor(model, steps=[0, 10], max_traps=0)
+monitor.step(0)
+for step in range(1, 11):
+    optimizer.zero_grad()
+    (model(x) ** 2).mean().backward()
+    optimizer.step()
+    monitor.step(step)
+monitor.close()
+print("ALARMS", len(monitor.alarms), "ERRORS", int((monitor.log.error != "").sum()), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_script_without_a_main_guard_trains_once_and_gets_its_alarms(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("TRAINING STARTS") == 1, done.stdout
+    assert "ALARMS 2 ERRORS 0" in done.stdout, done.stdout + done.stderr[-2000:]  # layer '0' at steps 0 and 10
+    assert "worker died" not in done.stderr
+
+
+def test_the_worker_program_reports_results_errors_and_its_death():
+    from concurrent.futures.process import BrokenProcessPool
+
+    from grokutils.tools.monitor_worker import ProgramExecutor
+
+    executor = ProgramExecutor()
+    assert executor.submit(divmod, 17, 5).result(timeout=120) == (3, 2)
+    with pytest.raises(ZeroDivisionError):
+        executor.submit(divmod, 1, 0).result(timeout=60)
+    dying = executor.submit(os._exit, 3)
+    with pytest.raises(BrokenProcessPool, match="exited"):
+        dying.result(timeout=60)
+    with pytest.raises(BrokenProcessPool):
+        executor.submit(divmod, 1, 1)
+    executor.shutdown()

@@ -52,9 +52,13 @@ How it works and what it promises:
 * A worker that fails never stops training: an analysis that raises, or a worker process
   that dies, is logged with `logging` and recorded in the log's `error` column; a dead
   worker process is replaced (up to `MAX_WORKER_RESTARTS` times, then monitoring stops).
-* `worker="process"` (default) analyzes in a spawned process: training keeps its own
-  numpy random state and Python's GIL. `worker="thread"` starts faster but reseeds numpy's
-  global generator (WeightWatcher shuffles with it) inside the training process.
+* `worker="process"` (default) analyzes in a Python program of its own
+  (`grokutils.tools.monitor_worker`): training keeps its own numpy random state and Python's
+  GIL, and the worker never imports the training script, so a script needs no
+  `if __name__ == "__main__":` guard (a `multiprocessing` worker would run an unguarded script's
+  training again). A custom `analyzer` must then be importable from a module. `worker="thread"`
+  starts faster but reseeds numpy's global generator (WeightWatcher shuffles with it) inside the
+  training process.
 """
 from __future__ import annotations
 
@@ -63,10 +67,9 @@ import sys
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +90,7 @@ from grokutils.tools.alarm_log import (
     write_log,
 )
 from grokutils.tools.alarm_log import read_log as read_log  # re-exported: the reader of the monitor's log
-from grokutils.workers import worker_init
+from grokutils.tools.monitor_worker import ProgramExecutor
 
 log = logging.getLogger(__name__)
 
@@ -271,10 +274,10 @@ class Monitor:
 
     # ---- the worker ----------------------------------------------------------------------
     def _new_executor(self) -> Executor:
-        """A one-worker pool: a spawned process (default) or a thread."""
+        """A one-worker pool: a program of its own (default: never imports the training script) or a thread."""
         if self.worker == "thread":
             return ThreadPoolExecutor(max_workers=1, thread_name_prefix="htsr-monitor")
-        return ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"), initializer=worker_init)
+        return ProgramExecutor()
 
     def _submit(self, step: int, matrices: dict[str, np.ndarray]) -> None:
         """Hand one snapshot to the worker; a broken pool is replaced first."""
