@@ -140,11 +140,22 @@ def protocol_differences(config) -> list[str]:
             for name, words in SETTING_WORDS.items() if getattr(config, name) != PAPER_MLP[name]]
 
 
+ACCELERATED_LR = 5e-3  # the accelerated protocol's learning rate, ten times the papers' (chapter 08)
+
+
 def protocol_name(config) -> str:
-    """'accelerated protocol', 'paper scale' or 'reduced run', from the config's steps and learning rate."""
-    if config.lr != PAPER_MLP["lr"] or config.dtype != PAPER_MLP["dtype"]:
+    """What a run is, by its learning rate, steps and precision: 'paper scale' (the papers' three);
+    at the papers' learning rate, "papers' protocol" (their steps) or 'reduced run' (fewer or
+    more), with ' in float32' where the precision differs; 'accelerated protocol' at ten times
+    their learning rate; else 'custom run' (the protocol note lists what differs)."""
+    if config.lr == ACCELERATED_LR:
         return "accelerated protocol"
-    return "paper scale" if config.steps == PAPER_MLP["steps"] else "reduced run"
+    if config.lr != PAPER_MLP["lr"]:
+        return "custom run"
+    same_steps, same_dtype = config.steps == PAPER_MLP["steps"], config.dtype == PAPER_MLP["dtype"]
+    if same_steps and same_dtype:
+        return "paper scale"
+    return ("papers' protocol" if same_steps else "reduced run") + ("" if same_dtype else f" in {config.dtype}")
 
 
 def protocol_note(config) -> str:

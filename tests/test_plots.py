@@ -108,3 +108,21 @@ def test_collapse_words_name_the_collapse_and_what_its_float64_twin_did():
                     "brings the collapse sooner but does not cause it.")
     _, alone = collapse_words(log.iloc[:2], [run("float32", 20)])
     assert alone == "The float64 twin of lr=0.01, which would tell whether float32 causes this, has not been run."
+
+
+@pytest.mark.parametrize("fields, name", [
+    ({}, "paper scale"),
+    ({"dtype": "float32"}, "papers' protocol in float32"),
+    ({"steps": 2_000}, "reduced run"),
+    ({"steps": 2_000, "dtype": "float32"}, "reduced run in float32"),
+    ({"lr": 5e-3, "dtype": "float32", "steps": 1_000_000}, "accelerated protocol"),
+    ({"lr": 5e-3, "steps": 200_000}, "accelerated protocol"),  # its float64 arm
+    ({"lr": 1e-3, "steps": 2_000}, "custom run"),  # not the accelerated protocol just for another lr
+])
+def test_protocol_name_says_what_a_run_is(fields, name):
+    from grokutils import paper
+    from grokutils.config import MLPConfig
+
+    config = MLPConfig(**fields)
+    assert paper.protocol_name(config) == name
+    assert paper.protocol_note(config).startswith(name[0].upper() + name[1:])
