@@ -59,6 +59,9 @@ def test_copy_state_takes_the_resumable_files_and_replaces_the_target(tmp_path):
     source = _partial(tmp_path / "work", "run", [700, 700])
     (source / "seed0" / "weights").mkdir()
     (source / "seed0" / "weights" / "step_000000000.safetensors").write_bytes(b"w")
+    (source / "seed0" / "weights" / "step_000000800.safetensors").write_bytes(b"w")  # after the state: left out
+    (source / "seed0" / "measures").mkdir()
+    (source / "seed0" / "measures" / "step_000000800.npz").write_bytes(b"m")
     (source / "seed0" / "stray.tmp").write_bytes(b"x")
     target = _partial(tmp_path / "snap", "run", [100])
     (target / "seed0" / "old.txt").write_text("old")

@@ -104,13 +104,26 @@ def _resume_step(partial: Path) -> int:
     return min(steps) if steps else -1
 
 
+def _checkpoint_step(path: Path) -> int | None:
+    """The step of a checkpoint's weights or measures file (`step_000001234.*`), else None."""
+    stem = path.name.split(".")[0]
+    return int(stem[5:]) if stem.startswith("step_") and stem[5:].isdigit() else None
+
+
 def copy_state(source: Path, target: Path) -> None:
     """Copy the resumable files (`KEPT`) of a `.partial` folder into `target`, replacing it whole:
-    written beside it first, then swapped in, so a stop midway leaves the old copy."""
+    written beside it first, then swapped in, so a stop midway leaves the old copy.
+
+    Checkpoints after the step the copy resumes from are left out: the resumed run saves and
+    measures them again from its own weights (on another CPU it rounds differently from there)."""
+    upto = _resume_step(source)
     staging = target.with_name(target.name + ".copying")
     shutil.rmtree(staging, ignore_errors=True)
     for pattern in KEPT:
         for path in source.glob(pattern):
+            step = _checkpoint_step(path)
+            if step is not None and step > upto:
+                continue
             destination = staging / path.relative_to(source)
             destination.parent.mkdir(parents=True, exist_ok=True)
             try:
