@@ -245,3 +245,10 @@ def test_the_worker_program_reports_results_errors_and_its_death():
     with pytest.raises(BrokenProcessPool):
         executor.submit(divmod, 1, 1)
     executor.shutdown()
+
+
+def test_a_model_on_the_meta_device_is_refused_before_work():
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Linear(WIDTH, WIDTH), nn.ReLU(), nn.Linear(WIDTH, WIDTH))
+    with pytest.raises(ValueError, match=r"layers \['0', '2'\] have weights on the 'meta' device"):
+        Monitor(model, total_steps=10, worker="thread")

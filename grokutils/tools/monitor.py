@@ -131,12 +131,17 @@ def analyzed_modules(model: nn.Module, layers: Sequence[str] | None = None) -> d
         if not found:
             raise ValueError(f"the model has no nn.Linear or nn.Conv1d/2d/3d layer whose shorter side is "
                              f"between {MIN_SIDE} and {MAX_SIDE}")
-        return found
-    unknown = [name for name in layers if name not in found]
-    if unknown or not layers:
-        raise ValueError(f"layers must name analyzable Linear/Conv modules, got {list(layers)!r}; "
-                         f"available: {sorted(found)}")
-    return {name: found[name] for name in layers}
+    else:
+        unknown = [name for name in layers if name not in found]
+        if unknown or not layers:
+            raise ValueError(f"layers must name analyzable Linear/Conv modules, got {list(layers)!r}; "
+                             f"available: {sorted(found)}")
+        found = {name: found[name] for name in layers}
+    on_meta = [name for name, module in found.items() if module.weight.is_meta]
+    if on_meta:  # a model built on the meta device has shapes but no values to analyze
+        raise ValueError(f"layers {on_meta} have weights on the 'meta' device (no values); load or "
+                         f"initialize the model's weights before attaching the monitor")
+    return found
 
 
 def snapshot(modules: dict[str, nn.Module]) -> dict[str, np.ndarray]:
