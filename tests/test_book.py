@@ -264,6 +264,23 @@ def test_each_inline_script_appears_once_per_page(html_root):
     assert not repeated, f"inline scripts declaring constants twice: {repeated}"
 
 
+def test_a_chapter_without_a_profile_says_so_in_the_report(tmp_path):
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("notebook_pages", REPO_ROOT / "book" / "_ext" / "notebook_pages.py")
+    pages = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pages)
+    notebook = tmp_path / "nb.ipynb"
+    record = {"parameters": {"seed": 0}, "end_time": "2026-12-06T10:00:00", "duration": 42.0, "exception": None}
+    notebook.write_text(json.dumps({"metadata": {"papermill": record}}))
+    assert pages.execution_record(notebook)["Profile"] == "none (own parameters)"
+    record["parameters"]["profile"] = "smoke"
+    notebook.write_text(json.dumps({"metadata": {"papermill": record}}))
+    assert pages.execution_record(notebook) == {"Profile": "smoke", "Finished (UTC)": "2026-12-06 10:00",
+                                                "Run time": "42 s", "Status": "ran to the end"}
+
+
 def test_execution_report_lists_every_notebook(html_root):
     page = html_root / EXECUTION_PAGE
     assert page.is_file(), f"{EXECUTION_PAGE} is missing"

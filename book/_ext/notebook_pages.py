@@ -60,13 +60,16 @@ def dedupe_scripts(app: Sphinx, pagename: str, templatename: str, context: dict,
     context["script_files"] = unique
 
 
+NO_PROFILE = "none (own parameters)"  # a chapter that reads no profile: 00, 06 and 08 take their settings as parameters
+
+
 def execution_record(path: Path) -> dict:
     """The papermill record of one notebook: profile, end time, duration, status ({} if none)."""
     meta = json.loads(path.read_text(encoding="utf-8")).get("metadata", {}).get("papermill")
     if not meta:
         return {}
     parameters = meta.get("parameters") or {}
-    profile = parameters.get("profile", "-")
+    profile = parameters.get("profile", NO_PROFILE)
     end = meta.get("end_time")
     finished = datetime.fromisoformat(end).strftime("%Y-%m-%d %H:%M") if end else "-"
     duration = meta.get("duration")
