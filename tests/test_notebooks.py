@@ -276,6 +276,19 @@ def test_the_log_names_the_profile_a_notebook_reads(monkeypatch, caplog, tmp_pat
     assert "executing notebooks/01_mlp_grokking.ipynb (profile smoke)" in caplog.text
 
 
+def test_a_batch_logs_each_notebook_as_it_starts_and_ends_and_nothing_of_the_others(monkeypatch, caplog,
+                                                                                    tmp_path):
+    _record_execution(monkeypatch)
+    with caplog.at_level("INFO"):
+        execute.main(["--only", "00_data", "01_mlp_grokking", "--output-dir", str(tmp_path)])
+    lines = [record.getMessage() for record in caplog.records]
+    assert [line.split(" (")[0] for line in lines if "] executing" in line] == [
+        "[1/2] executing notebooks/00_data.ipynb", "[2/2] executing notebooks/01_mlp_grokking.ipynb"]
+    assert any(line.startswith("[1/2] finished 00_data.ipynb in ") for line in lines)
+    assert "profile none: 00_data takes its own parameters" in caplog.text
+    assert not [line for line in lines if line.startswith("Input Notebook")]  # papermill's, for every notebook
+
+
 def test_a_profile_raises_the_time_limit_of_its_training_cells(monkeypatch, tmp_path):
     calls = _record_execution(monkeypatch)
     profile = tmp_path / "long.yaml"

@@ -37,6 +37,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import nbformat
@@ -136,7 +137,13 @@ def declared_parameters(path: Path) -> frozenset[str]:
     the profile and every `-p` are checked against it before any notebook runs)."""
     import papermill
 
-    return frozenset(papermill.inspect_notebook(str(path)))
+    papermill_log = logging.getLogger("papermill")
+    level = papermill_log.level
+    papermill_log.setLevel(logging.WARNING)  # its "Input Notebook:" line would name every notebook of the book
+    try:
+        return frozenset(papermill.inspect_notebook(str(path)))
+    finally:
+        papermill_log.setLevel(level)
 
 
 def check_plan(profile: dict[str, dict], notebooks: list[Path], source: str = "profile") -> None:
@@ -338,12 +345,15 @@ def main(argv: list[str] | None = None) -> int:
         raise PlanError(str(err)) from err
     if args.output_dir is not None:
         args.output_dir.mkdir(parents=True, exist_ok=True)
-    for path, parameters in plans.items():
-        log.info("executing %s (profile %s)", path.relative_to(REPO_ROOT), parameters.get("profile", name))
+    for number, (path, parameters) in enumerate(plans.items(), start=1):
+        log.info("[%d/%d] executing %s (profile %s)", number, len(plans), path.relative_to(REPO_ROOT),
+                 parameters.get("profile", f"none: {path.stem} takes its own parameters"))
         output = None if args.output_dir is None else args.output_dir / path.name
         cell_limit = args.cell_timeout or CELL_TIMEOUT_S
         progress_limit = args.cell_timeout or limits.get(path.stem, PROGRESS_CELL_TIMEOUT_S)
+        started = time.monotonic()
         execute_notebook(path, parameters, output, cell_limit, progress_limit)
+        log.info("[%d/%d] finished %s in %.0f s", number, len(plans), path.name, time.monotonic() - started)
     return 0
 
 
