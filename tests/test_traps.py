@@ -15,7 +15,7 @@ from grokutils.config import MLPConfig
 from grokutils.measures import shuffle_seed, shuffled, spectrum, top_right_vector
 from grokutils.phases import find_phases, paper_edge_steps
 from grokutils.plots import traps as trap_plots
-from grokutils.store import array_key, load_run, run_dir, write_run
+from grokutils.store import array_key, config_hash, load_run, run_dir, write_run
 
 matplotlib.use("Agg")
 
@@ -49,7 +49,12 @@ def build_fake_run(folder, n_seeds: int = 2):
                 for which, kept_step in zip(("init", "best", "final"), FAKE_STEPS):
                     if kept_step == step:
                         weights[f"seed{seed}/{which}/{name}.weight"] = torch.from_numpy(matrix).float()
-    meta = {"key_steps": {str(s): dict(zip(("init", "best", "final"), FAKE_STEPS)) for s in range(n_seeds)}}
+    meta = {"key_steps": {str(s): dict(zip(("init", "best", "final"), FAKE_STEPS)) for s in range(n_seeds)},
+            # the rest of what the engine writes (store.META_KEYS): a seal lacking any is damaged
+            "config_hash": config_hash(config), "status": {str(s): {"status": "finished", "step": FAKE_STEPS[-1]}
+                                                           for s in range(n_seeds)},
+            "data_source": "synthetic Gaussian weights", "data_fingerprint": {}, "device": "none",
+            "timings": {"train_s": 0.0, "measure_s": 0.0, "wall_s": 0.0}, "versions": {}}
     final = run_dir(config, folder)
     write_run(final, config, pd.DataFrame(curves), pd.DataFrame(layers), arrays, weights, meta)
     return load_run(final, MLPConfig)
