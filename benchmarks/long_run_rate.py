@@ -17,7 +17,6 @@ Compare rates only within one such sitting: the machine's speed varies from hour
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import signal
 import sys
@@ -28,35 +27,27 @@ import torch
 
 from grokutils.config import MLPConfig
 from grokutils.store import lock_path
+from grokutils.tools.bench import batched_group, in_processes, training_digits
 from grokutils.train import read_progress
 
 SEEDS = 3
 
 
-def _step_worker(steps: int, threads: int, barrier, queue) -> None:
-    torch.set_num_threads(threads)
-    from grokutils.tools.bench import batched_group, training_digits
-
+def _step_worker(args: argparse.Namespace, barrier, queue) -> None:
+    """One timed process: `args.steps` steps of the group on `args.threads` threads, after a barrier."""
+    torch.set_num_threads(args.threads)
     config = MLPConfig(steps=10_000_000, dtype="float32", lr=5e-4, n_seeds=SEEDS)
     group = batched_group(config, SEEDS, *training_digits(config), torch.device("cpu"))
     group.run(50)  # compiles
     barrier.wait()
     tic = time.perf_counter()
-    group.run(steps)
-    queue.put(steps / (time.perf_counter() - tic))
+    group.run(args.steps)
+    queue.put(args.steps / (time.perf_counter() - tic))
 
 
 def bench_rates(processes: int, threads: int, steps: int) -> list[float]:
-    """Steps per second of each of `processes` spawned processes, timed together."""
-    context = multiprocessing.get_context("spawn")
-    barrier, queue = context.Barrier(processes), context.Queue()
-    workers = [context.Process(target=_step_worker, args=(steps, threads, barrier, queue)) for _ in range(processes)]
-    for worker in workers:
-        worker.start()
-    rates = [queue.get() for _ in workers]
-    for worker in workers:
-        worker.join()
-    return rates
+    """Steps per second of each of `processes` spawned processes, timed together (`bench.in_processes`)."""
+    return in_processes(_step_worker, argparse.Namespace(steps=steps, threads=threads), processes)
 
 
 def running_runs(results_dir: Path) -> dict[str, int]:
