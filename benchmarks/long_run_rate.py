@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 
 from grokutils.config import MLPConfig
-from grokutils.store import lock_path
 from grokutils.tools.bench import batched_group, in_processes, training_digits
+from grokutils.tools.status import lock_holder
 from grokutils.train import read_progress
 
 SEEDS = 3
@@ -52,16 +52,9 @@ def bench_rates(processes: int, threads: int, steps: int) -> list[float]:
 
 def running_runs(results_dir: Path) -> dict[str, int]:
     """{run folder name: pid} of the runs whose lock file names a live process."""
-    runs = {}
-    for partial in sorted(results_dir.glob("*.partial")):
-        final = partial.with_name(partial.name.removesuffix(".partial"))
-        try:
-            pid = int(lock_path(final).read_text().strip())
-            os.kill(pid, 0)
-        except (OSError, ValueError):
-            continue
-        runs[final.name] = pid
-    return runs
+    finals = [partial.with_name(partial.name.removesuffix(".partial")) for partial in results_dir.glob("*.partial")]
+    holders = {final.name: lock_holder(final) for final in sorted(finals)}
+    return {name: pid for name, pid in holders.items() if pid is not None}
 
 
 def realized_rate(results_dir: Path, name: str, since: float) -> tuple[float, int, int]:

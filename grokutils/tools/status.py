@@ -58,14 +58,19 @@ def recent_rate(samples: list[list[float]], window_s: float) -> float | None:
     return (last_step - first_step) / (last_time - first_time) if last_time > first_time else None
 
 
-def is_running(run_folder: Path) -> bool:
-    """True if the run's lock file names a live process (the lock's holder writes its pid)."""
+def lock_holder(run_folder: Path) -> int | None:
+    """The live process whose id the run's lock file holds (its holder writes it), else None."""
     try:
         pid = int(lock_path(run_folder).read_text().strip())
         os.kill(pid, 0)
     except (OSError, ValueError):
-        return False
-    return True
+        return None
+    return pid
+
+
+def is_running(run_folder: Path) -> bool:
+    """True if a live process holds the run's lock."""
+    return lock_holder(run_folder) is not None
 
 
 def saved_steps(partial: Path) -> list[int]:
