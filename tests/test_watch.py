@@ -4,12 +4,13 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from grokutils.tools.monitor import read_log
-from grokutils.tools.watch import CheckpointError, checkpoint_matrices, load_state_dict, main, step_from_name
+from grokutils.tools.watch import CheckpointError, checkpoint_matrices, load_state_dict, main, step_from_name, watch
 
 
 class CodeRunner:
@@ -122,3 +123,18 @@ def test_the_verdict_line_does_not_deny_listed_traps():
     assert line.startswith("no alarm") and "16 correlation trap(s) listed above, not alarmed" in line
     assert "no traps" not in line and "no correlation traps" not in line
     assert summary(quiet.assign(traps=[0, 0])).endswith("; no correlation traps")
+
+
+def test_a_matrix_trap_count_does_not_depend_on_the_other_matrices_watched(tmp_path):
+    """Issue 32: weightwatcher shuffles every matrix from one generator, in order; analyzed
+    together with three others, the last matrix used to get 14 traps, and 16 alone."""
+    def heavy_tailed(seed: int) -> torch.Tensor:
+        return torch.from_numpy(np.random.default_rng(seed).standard_t(1.5, (200, 100)) / 10).float()
+
+    state = {"m0.weight": heavy_tailed(0), "m1.weight": heavy_tailed(1), "m2.weight": heavy_tailed(2),
+             "target.weight": heavy_tailed(43)}
+    save_file(state, tmp_path / "step_5.safetensors")
+    together = watch(tmp_path / "step_5.safetensors").set_index("layer")
+    alone = watch(tmp_path / "step_5.safetensors", match="^target").set_index("layer")
+    assert together.loc["target", "traps"] == alone.loc["target", "traps"]
+    assert together.loc["target", "alpha"] == alone.loc["target", "alpha"]

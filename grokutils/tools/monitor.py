@@ -153,8 +153,15 @@ def snapshot(modules: dict[str, nn.Module]) -> dict[str, np.ndarray]:
 
 def analyze_snapshot(step: int, matrices: dict[str, np.ndarray], seed: int,
                      analyzer: Callable = analyze_matrices, analyze_kwargs: dict | None = None) -> pd.DataFrame:
-    """Run in the worker: the analyzer's rows for one snapshot, with step and matrix shape."""
-    frame = analyzer(matrices, seed=shuffle_seed(seed, step), **(analyze_kwargs or {}))
+    """Run in the worker: the analyzer's rows for one snapshot, with step and matrix shape.
+
+    Each matrix is analyzed alone, its W_rand shuffle seeded with `shuffle_seed(seed, step)`:
+    its trap count depends on it and the seed only, not on which other matrices are watched
+    (weightwatcher draws every shuffle from one global generator, in order; issue 32). The
+    stored MLP runs analyze fc1, fc2, fc3 together under that seed, so a matrix analyzed first
+    there (fc1) gets its stored count back here, and the later ones a fresh draw."""
+    frame = pd.concat([analyzer({name: matrix}, seed=shuffle_seed(seed, step), **(analyze_kwargs or {}))
+                       for name, matrix in matrices.items()])
     frame = frame.rename_axis("layer").reset_index()
     shapes = {name: matrix.shape for name, matrix in matrices.items()}
     frame.insert(0, "step", step)

@@ -25,9 +25,10 @@ What is read, and how:
   with the same step are an error. A single file's step is read the same way (0 if none).
 * Alarms as in the monitor: alpha below `--alpha-threshold` (2), and, only with `--max-traps N`,
   more than N correlation traps; without it traps are counted and listed, not alarmed (on this
-  book's runs they came on every seed, collapsing or not: chapter 07). The W_rand shuffle is seeded with
-  `grokutils.measures.shuffle_seed(--seed, step)`, as the stored MLP runs are, so the
-  weights folder of a run gives back its stored trap counts.
+  book's runs they came on every seed, collapsing or not: chapter 07). Each matrix is analyzed alone, its W_rand shuffle
+  seeded with `grokutils.measures.shuffle_seed(--seed, step)`: a matrix's trap count does not
+  depend on what else `--match` selects. The stored MLP runs analyze fc1, fc2 and fc3 together
+  under that seed, so `--match fc1` on a run's weights folder gives back fc1's stored counts.
 """
 from __future__ import annotations
 
