@@ -24,7 +24,7 @@ import pandas as pd
 from grokutils import traps
 from grokutils.measures import shuffle_seed
 from grokutils.plots import traps as trap_plots
-from grokutils.plots.common import image_28, stamp_protocol, step_axis
+from grokutils.plots.common import image_28, in_batch, stamp_protocol, step_axis
 
 LAYERS = ("fc1", "fc2", "fc3")
 CHECKPOINTS = ("init", "best", "final")  # the checkpoints whose weights the results store keeps
@@ -181,11 +181,22 @@ def explorer_figure(result, seed: int, step: int, layer: str = "fc1") -> plt.Fig
 
 
 def explorer(result, seed: int = 0, layer: str = "fc1"):
-    """A JupyterLab widget: a slider over the logged steps redrawing `explorer_figure`."""
-    import ipywidgets as widgets
+    """A JupyterLab widget: a slider over the logged steps redrawing `explorer_figure`.
+
+    In a kernel without a frontend (`plots.common.in_batch`: papermill through
+    `grokutils.tools.execute`, nbval) it displays the figure at the last logged step, the
+    slider's starting point, as a plain image and returns None: no widget messages, which can
+    stall batch execution (issue 35)."""
     from IPython.display import display
 
     steps = [int(step) for step in sorted(result.layers[result.layers.seed == seed].step.unique())]
+    if in_batch():
+        fig = explorer_figure(result, seed, steps[-1], layer)
+        display(fig)
+        plt.close(fig)
+        return None
+    import ipywidgets as widgets
+
     slider = widgets.SelectionSlider(options=steps, value=steps[-1], description="step",
                                      continuous_update=False, layout=widgets.Layout(width="60%"))
     output = widgets.Output()

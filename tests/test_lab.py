@@ -32,6 +32,8 @@ from pathlib import Path
 
 import pytest
 
+from grokutils.plots.common import BATCH_VARIABLE
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO_ROOT / "_build" / "test-lab"  # screenshots and server log of a failed run
 CHROMIUM_NAMES = ("chromium", "chromium-browser")
@@ -90,7 +92,8 @@ def lab(tmp_path_factory):
     shutil.copytree(REPO_ROOT / "notebooks", home / "notebooks",
                     ignore=shutil.ignore_patterns(".*", "*.running.ipynb"))
     port, token = _free_port(), secrets.token_hex(16)
-    env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
+    env = {**{key: value for key, value in os.environ.items() if key != BATCH_VARIABLE},  # a live frontend
+           "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
            "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"), "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
     command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
                f"--ServerApp.root_dir={home}", f"--IdentityProvider.token={token}",

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import ast
 import json
+import logging
 import re
+import threading
+import time
 
 import nbformat
 import pytest
@@ -295,9 +298,9 @@ def test_a_profile_raises_the_time_limit_of_its_training_cells(monkeypatch, tmp_
     profile.write_text(TINY_PROFILE + "notebooks:\n  01_mlp_grokking: {cell_timeout_s: 86400}\n")
     execute.main(["--profile", str(profile), "--only", "01_mlp_grokking", "02_wd_control", "--output-dir",
                   str(tmp_path)])
-    limits = {path.stem: (cell, progress) for path, _, _, cell, progress in calls}
-    assert limits == {"01_mlp_grokking": (execute.CELL_TIMEOUT_S, 86400),
-                      "02_wd_control": (execute.CELL_TIMEOUT_S, execute.PROGRESS_CELL_TIMEOUT_S)}
+    limits = {path.stem: (cell, progress, stall) for path, _, _, cell, progress, stall in calls}
+    assert limits == {"01_mlp_grokking": (execute.CELL_TIMEOUT_S, 86400, execute.STALL_S),
+                      "02_wd_control": (execute.CELL_TIMEOUT_S, execute.PROGRESS_CELL_TIMEOUT_S, execute.STALL_S)}
     assert "cell_timeout_s" not in calls[0][1]  # an execution setting, not a notebook parameter
 
 
@@ -312,12 +315,81 @@ def _tiny_notebook(path, *sources: str) -> None:
 def test_a_cell_past_its_limit_stops_with_the_notebook_and_cell_named(tmp_path):
     path = tmp_path / "sleepy.ipynb"
     _tiny_notebook(path, "x = 1", "import time\ntime.sleep(60)")
-    with pytest.raises(TimeoutError, match=r"sleepy.ipynb: the cell starting 'import time' ran past its limit of 3 s"):
+    with pytest.raises(TimeoutError, match=r"sleepy.ipynb: the cell starting 'import time' \(code cell 2 as executed\) "
+                                           r"ran past its limit of 3 s"):
         execute.execute_notebook(path, {}, tmp_path / "out.ipynb", cell_timeout_s=3)
     assert not (tmp_path / "out.ipynb").exists()
 
 
 TRANSPORT_CELL = "from ipykernel import get_connection_info\nprint(get_connection_info(unpack=True)['transport'])"
+BAR_CELL = "import sys\nsys.stderr.write('training 50%|#####     | 5/10\\n')"
+BATCH_CELL = f"import os\nprint(os.environ.get({execute.BATCH_VARIABLE!r}))"
+# A cell whose kernel finishes it and goes idle but never sends the reply: a stalled kernel, for real.
+SWALLOW_REPLIES = """# from here on, this kernel answers no execute request
+kernel = get_ipython().kernel
+send = kernel.session.send
+def swallow(stream, msg_type, content=None, parent=None, *args, **kwargs):
+    if msg_type == "execute_reply":
+        return kernel.session.msg(msg_type, content, parent)
+    return send(stream, msg_type, content, parent, *args, **kwargs)
+kernel.session.send = swallow"""
+
+
+@pytest.mark.slow
+def test_a_kernel_idle_without_a_reply_is_named_retried_once_and_fails(tmp_path, caplog):
+    """Issue 35: no silent wait until the cell limit. The kernel goes idle, the reply never comes."""
+    path = tmp_path / "stalled.ipynb"
+    _tiny_notebook(path, "x = 1", SWALLOW_REPLIES, "y = 2")
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger=execute.log.name):
+        with pytest.raises(execute.KernelStalledError,
+                           match=r"stalled.ipynb: the cell starting '# from here on, this kernel answers no execute "
+                                 r"request' \(code cell 2 as executed\): kernel idle, no reply for [23] s\. .*nbclient "
+                                 r"issue 312"):
+            execute.execute_notebook(path, {}, tmp_path / "out.ipynb", cell_timeout_s=600, stall_s=2, retries=1)
+    assert time.monotonic() - started < 120  # far from the cell limit
+    retries = [record.message for record in caplog.records]
+    assert len(retries) == 1 and retries[0].endswith("executing stalled.ipynb again (retry 1 of 1)")
+    assert not (tmp_path / "out.ipynb").exists()
+
+
+def test_the_stall_watch_fires_only_for_an_idle_kernel_with_no_reply():
+    watch = execute.StallWatch(stall_s=0.05)
+    request = {"header": {"msg_type": "execute_request", "msg_id": "r1"}}
+    idle = {"header": {"msg_type": "status"}, "parent_header": {"msg_id": "r1"}, "content": {"execution_state": "idle"}}
+    watch.sent(request)
+    time.sleep(0.1)
+    watch.check()  # busy (no idle status yet): a long cell, not a stall
+    watch.seen(idle)
+    watch.check()  # idle only just now
+    time.sleep(0.1)
+    with pytest.raises(execute.KernelStalledError, match="kernel idle, no reply"):
+        watch.check()
+    watch.replied({"header": {"msg_type": "execute_reply"}, "parent_header": {"msg_id": "r1"}})
+    watch.check()  # answered: nothing pending
+
+
+def test_a_long_cell_is_named_in_the_log_at_doubling_intervals(monkeypatch, caplog):
+    monkeypatch.setattr(execute, "HEARTBEAT_S", 0.5)
+    clock = execute.CellClock(60, 60)
+    clock(nbformat.v4.new_code_cell("train()\nmore()"))
+    stop = threading.Event()
+    thread = threading.Thread(target=execute.heartbeat, args=(clock, "long.ipynb", stop))
+    with caplog.at_level(logging.INFO, logger=execute.log.name):
+        thread.start()
+        time.sleep(2.5)
+        stop.set()
+        thread.join()
+    lines = [record.message for record in caplog.records]
+    assert len(lines) == 2, lines  # past 0.5 s and past 1 s (it looks each second); the next only past 2 s
+    assert all("long.ipynb: still on the cell starting 'train()' (code cell 1 as executed) after" in line
+               for line in lines)
+
+
+def test_a_bad_stall_timeout_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        execute.main(["--stall-timeout", "0"])
+    assert "--stall-timeout must be a positive number of seconds, got 0" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -330,13 +402,16 @@ def test_two_executions_started_together_both_finish_over_ipc(tmp_path):
               "execute_notebook(Path(sys.argv[1]), {}, Path(sys.argv[2]), cell_timeout_s=60)")
     processes = []
     for name in ("first", "second"):
-        _tiny_notebook(tmp_path / f"{name}.ipynb", f"name = {name!r}", TRANSPORT_CELL)
+        _tiny_notebook(tmp_path / f"{name}.ipynb", f"name = {name!r}", TRANSPORT_CELL, BATCH_CELL, BAR_CELL)
         processes.append(subprocess.Popen([sys.executable, "-c", script, str(tmp_path / f"{name}.ipynb"),
-                                           str(tmp_path / f"{name}-out.ipynb")]))
+                                           str(tmp_path / f"{name}-out.ipynb")], stderr=subprocess.PIPE, text=True))
     assert [process.wait(timeout=300) for process in processes] == [0, 0]
+    for process in processes:  # the kernel's stderr (a training bar) reaches the executor's terminal
+        assert "training 50%|" in process.stderr.read()
     for name in ("first", "second"):
         executed = nbformat.read(tmp_path / f"{name}-out.ipynb", as_version=4)
         assert executed.cells[1].outputs[0]["text"].strip() == "ipc"
+        assert executed.cells[2].outputs[0]["text"].strip() == "1"  # widgets drawn statically (issue 35)
 
 
 # --- issue 22: notebooks open clean in JupyterLab ------------------------------------------

@@ -46,3 +46,44 @@ def test_headline_paragraphs_have_no_typed_result_numbers(path, label):
     text = (ROOT / path).read_text()
     headline = text[text.index(label):].split("\n## ", 2)[1]  # the section after the label
     assert not typed_numbers(headline), f"{path}: typed-in numbers {typed_numbers(headline)}"
+
+
+# The README's two-line outcome: each of these glued values, as the committed notebook holds it.
+README_OUTCOME = {"01_mlp_grokking": ["wd0_peak_test", "wd0_final_test", "wd0_fall", "wd0_final_train",
+                                      "paper_final_test"],
+                  "02_wd_control": ["wd001_fall", "wd001_final_train"],
+                  "90_scorecard": ["n_claims", "n_reproduced", "n_partly", "n_not_reproduced"]}
+VERDICTS = {"01_mlp_grokking": "wd0_verdict_words", "02_wd_control": "wd001_verdict_words"}
+
+
+def glued_values(name: str) -> dict[str, str]:
+    """The text of every value glued in a committed notebook: {glue name: text}."""
+    values = {}
+    for cell in nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4).cells:
+        for out in cell.get("outputs", []):
+            record = out.get("metadata", {}).get("scrapbook")
+            if record:
+                values[record["name"]] = out.data[f"{record['mime_prefix']}text/plain"].strip("'\"")
+    return values
+
+
+def readme_outcome() -> str:
+    text = (ROOT / "README.md").read_text()
+    return text[text.index("<!-- outcome"):text.index("<!-- /outcome -->")]
+
+
+def test_the_readme_outcome_states_the_glued_values_and_no_other_result():
+    """Issue 32: the README's first screen gives the outcome, kept equal to the chapters."""
+    outcome, stated = readme_outcome(), set()
+    assert len([line for line in outcome.splitlines()[1:] if line.strip()]) == 2  # two lines
+    for name, keys in README_OUTCOME.items():
+        values = glued_values(name)
+        for key in keys:
+            assert values[key] in outcome, f"README outcome lacks {name}::{key} = {values[key]!r}"
+            stated |= set(NUMBER.findall(values[key]))
+    for name, key in VERDICTS.items():
+        verdict = glued_values(name)[key].split(";")[0]  # "0 of 3 seeds anti-grok by the rule"
+        assert verdict in outcome, f"README outcome lacks {name}::{key} = {verdict!r}"
+    protocol = glued_values("01_mlp_grokking")["protocol"].split(":")[0].lower()
+    assert protocol in outcome, f"README outcome does not name {protocol!r}"
+    assert set(typed_numbers(outcome)) <= stated, "README outcome states a number that no chapter glues"

@@ -1,12 +1,16 @@
 """Prototypes (paper (b) Appendix G): singular vectors, back-projections, tail rows, explorer."""
 from __future__ import annotations
 
+import sys
+
 import matplotlib
+import matplotlib.figure
 import numpy as np
 import pytest
 from test_traps import FAKE_STEPS, build_fake_run  # the stored run without training
 
 from grokutils import prototypes
+from grokutils.plots.common import BATCH_VARIABLE
 
 matplotlib.use("Agg")
 
@@ -78,7 +82,8 @@ def test_extremes_and_lambda_max_on_a_stored_run(fake_run):
     assert final_fc1["lambda_max X(W_rand)"] > final_fc1["lambda_plus + TW"] > final_fc1["lambda_plus"]
 
 
-def test_figures_and_explorer(fake_run):
+def test_figures_and_explorer(fake_run, monkeypatch):
+    monkeypatch.delenv(BATCH_VARIABLE, raising=False)  # as in JupyterLab
     assert len(prototypes.prototype_figure(fake_run, seed=0).axes) == 9
     assert len(prototypes.tail_rows_figure(fake_run, seed=0, k=4).axes) == 12
     assert len(prototypes.weight_histograms_figure(fake_run, seed=1).axes) == 9
@@ -88,3 +93,15 @@ def test_figures_and_explorer(fake_run):
     widget = prototypes.explorer(fake_run, seed=0)
     assert list(widget.children[0].options) == list(FAKE_STEPS)
     matplotlib.pyplot.close("all")
+
+
+def test_without_a_frontend_the_explorer_draws_its_figure_and_makes_no_widget(fake_run, monkeypatch):
+    """Issue 35: in batch execution, no widget messages (they can stall nbclient)."""
+    monkeypatch.setenv(BATCH_VARIABLE, "1")
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)  # importing it would raise
+    shown = []
+    monkeypatch.setattr("IPython.display.display", shown.append)
+    assert prototypes.explorer(fake_run, seed=0) is None
+    assert len(shown) == 1 and isinstance(shown[0], matplotlib.figure.Figure)
+    assert shown[0].axes[0].get_title() == f"seed 0, step {FAKE_STEPS[-1]:,}"  # the slider's starting point
+    assert not matplotlib.pyplot.get_fignums()  # closed after display

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -9,6 +10,17 @@ import pandas as pd
 import torch
 
 from grokutils import paper
+
+# Set (to "1") in the environment of kernels that no frontend shows: `grokutils.tools.execute`
+# (papermill, `make book`) and the nbval tests set it. There, interactive widgets draw a static
+# figure instead: their messages can leave nbclient waiting for a reply the kernel has already
+# sent, until the cell's time limit (nbclient issue 312; our issue 35).
+BATCH_VARIABLE = "GROKUTILS_BATCH"
+
+
+def in_batch() -> bool:
+    """Whether this kernel runs without a frontend (`BATCH_VARIABLE` set): no live widgets."""
+    return os.environ.get(BATCH_VARIABLE, "") not in ("", "0")
 
 
 def setup(level: int = logging.WARNING) -> None:

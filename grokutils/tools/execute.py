@@ -22,7 +22,19 @@ ports that two concurrent runs could both pick). Each cell has a finite time lim
 (CELL_TIMEOUT_S; PROGRESS_CELL_TIMEOUT_S for the cells tagged `progress`, which train or
 measure whole runs; a profile raises the latter per notebook with `cell_timeout_s` in its
 `notebooks` entry, `--cell-timeout` sets both); a cell past its limit stops the run with an
-error naming the notebook and the cell. Each notebook is executed into a temporary file beside
+error naming the notebook and the cell. A cell running longer than a minute is named in the log
+(at 1, 2, 4, ... minutes); what the kernels write to stderr (the training progress bars) is passed
+through to this process's stderr as it comes.
+
+The kernels run with GROKUTILS_BATCH=1 in their environment: no frontend will show a widget,
+so the explorer of chapter 05 draws a static figure instead of exchanging widget messages. Such
+messages could leave nbclient waiting for a reply the kernel had already sent, silently, until
+the cell's limit (issue 35; nbclient issue 312). The kernel client also waits for messages in
+one-second slices, which sees such a reply within a second, and watches for a kernel that has
+gone idle after a cell without replying (`StallWatch`, `--stall-timeout`): the notebook is then
+executed once more, and a second stall fails the run with the notebook and the cell named.
+
+Each notebook is executed into a temporary file beside
 its output and moved over the original (or into `--output-dir`) only when it ran to the end,
 so a failure never leaves a half-executed notebook behind.
 """
@@ -37,15 +49,21 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from queue import Empty
 
 import nbformat
 import yaml
+from jupyter_client.asynchronous import AsyncKernelClient
+from jupyter_client.channels import AsyncZMQSocketChannel
 from jupyter_client.manager import AsyncKernelManager
+from traitlets import DottedObjectName, Type
 
 from grokutils import runs
 from grokutils.paths import REPO_ROOT
+from grokutils.plots.common import BATCH_VARIABLE
 from grokutils.runs import available_profiles, read_profile
 
 log = logging.getLogger(__name__)
@@ -66,6 +84,14 @@ COLLAPSED_CALLS = ("setup(", "run_summary(")
 # What an interactive widget's output says where no widget manager runs (an untrusted notebook, the book).
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 WIDGET_PLACEHOLDER = "Interactive explorer: run the notebook's cells in JupyterLab to get the slider."
+# Set in the environment of the kernels this module starts: no frontend will show a widget, so
+# the explorer draws its figure statically instead of exchanging widget messages, which can
+# leave nbclient waiting for a reply it has already been sent (issue 35; `grokutils.prototypes`).
+# How long a kernel may sit idle after a cell with its reply unread before the executor calls the
+# cell stalled (`StallWatch`); the channels look for messages in slices of POLL_SLICE_S.
+STALL_S = 120.0
+POLL_SLICE_S = 1.0
+HEARTBEAT_S = 60.0  # a cell running longer is named in the log at this interval
 
 
 def load_profile(name: str, notebooks: list[Path] | None = None) -> dict[str, dict]:
@@ -218,15 +244,131 @@ def tidy_metadata(notebook: nbformat.NotebookNode) -> bool:
     return changed
 
 
+class KernelStalledError(RuntimeError):
+    """The kernel finished a cell (its status went idle) but no reply to the request came."""
+
+
+class StallWatch:
+    """What a kernel client has seen of its execute requests: sent, the kernel idle after one,
+    its reply read. `check` raises KernelStalledError for a request whose kernel has been idle
+    for `stall_s` with no reply: a kernel that will never answer, since an idle kernel is done."""
+
+    def __init__(self, stall_s: float = STALL_S) -> None:
+        self.stall_s = stall_s
+        self.idle_since: dict[str, float | None] = {}  # request id -> when its kernel went idle
+
+    def sent(self, msg: dict) -> None:
+        if msg["header"]["msg_type"] == "execute_request":
+            self.idle_since[msg["header"]["msg_id"]] = None
+
+    def seen(self, msg: dict) -> None:
+        parent = msg.get("parent_header", {}).get("msg_id")
+        if (msg["header"]["msg_type"] == "status" and msg["content"].get("execution_state") == "idle"
+                and self.idle_since.get(parent, 0.0) is None):
+            self.idle_since[parent] = time.monotonic()
+
+    def replied(self, msg: dict) -> None:
+        self.idle_since.pop(msg.get("parent_header", {}).get("msg_id"), None)
+
+    def check(self) -> None:
+        for idle in self.idle_since.values():
+            if idle is not None and time.monotonic() - idle > self.stall_s:
+                raise KernelStalledError(f"kernel idle, no reply for {time.monotonic() - idle:.0f} s")
+
+
+class SlicedChannel(AsyncZMQSocketChannel):
+    """A channel that waits for a message in slices of POLL_SLICE_S, telling its `StallWatch`
+    what it reads. A single long wait on a zmq socket can miss the wake-up for a message that
+    has arrived and return it only when the wait runs out (nbclient issue 312): a fresh wait
+    each second sees it."""
+
+    watch: StallWatch | None = None
+
+    async def get_msg(self, timeout: float | None = None) -> dict:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = POLL_SLICE_S if deadline is None else min(POLL_SLICE_S, max(0.0, deadline - time.monotonic()))
+            if await self.socket.poll(int(left * 1000)):
+                msg = await self._recv()
+                self.read(msg)
+                return msg
+            if self.watch is not None:
+                self.watch.check()
+            if deadline is not None and time.monotonic() >= deadline:
+                raise Empty
+
+    def read(self, msg: dict) -> None:
+        """Tell the watch about `msg`, just read."""
+
+
+class WatchedShellChannel(SlicedChannel):
+    """The shell channel: records the execute requests sent and the replies read."""
+
+    def send(self, msg: dict) -> None:
+        if self.watch is not None:
+            self.watch.sent(msg)
+        super().send(msg)
+
+    def read(self, msg: dict) -> None:
+        if self.watch is not None:
+            self.watch.replied(msg)
+
+
+class WatchedIOPubChannel(SlicedChannel):
+    """The IOPub channel: records when the kernel goes idle after a request."""
+
+    def read(self, msg: dict) -> None:
+        if self.watch is not None:
+            self.watch.seen(msg)
+
+
+class WatchedKernelClient(AsyncKernelClient):
+    """The kernel client of `tools.execute`: sliced waits, and a `StallWatch` shared by its
+    shell and IOPub channels."""
+
+    shell_channel_class = Type(WatchedShellChannel)
+    iopub_channel_class = Type(WatchedIOPubChannel)
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.watch = StallWatch()
+
+    @property
+    def shell_channel(self):
+        channel = super().shell_channel
+        channel.watch = self.watch
+        return channel
+
+    @property
+    def iopub_channel(self):
+        channel = super().iopub_channel
+        channel.watch = self.watch
+        return channel
+
+
 class IPCKernelManager(AsyncKernelManager):
     """A kernel that talks over Unix sockets in a temporary folder of its own: no TCP ports, so
     kernels started at the same moment cannot pick the same one (a hang, issue 21)."""
+
+    batch_environment = {BATCH_VARIABLE: "1"}  # added to the kernel's environment
+    client_class = DottedObjectName("grokutils.tools.execute.WatchedKernelClient")
+    stall_s = STALL_S  # given to the client's StallWatch
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.socket_folder = tempfile.mkdtemp(prefix="grokutils-kernel-")
         self.transport = "ipc"
         self.ip = os.path.join(self.socket_folder, "kernel")
+
+    def client(self, **kwargs):
+        client = super().client(**kwargs)
+        if isinstance(client, WatchedKernelClient):
+            client.watch.stall_s = self.stall_s
+        return client
+
+    async def _async_pre_start_kernel(self, **kwargs):
+        kwargs["env"] = {**kwargs.get("env", os.environ), **self.batch_environment}
+        return await super()._async_pre_start_kernel(**kwargs)
 
     async def _async_cleanup_resources(self, restart: bool = False) -> None:
         await super()._async_cleanup_resources(restart=restart)
@@ -235,40 +377,88 @@ class IPCKernelManager(AsyncKernelManager):
 
 
 class CellClock:
-    """nbclient's `timeout_func`: each cell's limit, remembering the cell it was last asked for."""
+    """nbclient's `timeout_func`: each cell's limit, remembering the cell it was last asked for
+    (nbclient asks once per code cell, as it starts it) and when."""
 
     def __init__(self, cell_timeout_s: float, progress_timeout_s: float) -> None:
         self.limits = (cell_timeout_s, progress_timeout_s)
         self.cell = None
+        self.number = 0  # code cells started, the injected parameters cell included
+        self.started = time.monotonic()
 
     def __call__(self, cell) -> float:
-        self.cell = cell
+        self.cell, self.number, self.started = cell, self.number + 1, time.monotonic()
+        return self.limit(cell)
+
+    def limit(self, cell) -> float:
         return self.limits[PROGRESS_TAG in cell.metadata.get("tags", [])]
+
+    def where(self) -> str:
+        """The current cell, for a message: its first line and its place among the code cells."""
+        if self.cell is None:
+            return "before the first cell"
+        first_line = (self.cell.source.strip().splitlines() or [""])[0]
+        return f"the cell starting {first_line!r} (code cell {self.number} as executed)"
+
+
+def heartbeat(clock: CellClock, name: str, stop: threading.Event) -> None:
+    """Log the cell `clock` is on once it has run HEARTBEAT_S, then at doubling intervals, until `stop`."""
+    cell, next_report = None, HEARTBEAT_S
+    while not stop.wait(1.0):
+        if clock.cell is not cell:
+            cell, next_report = clock.cell, HEARTBEAT_S
+        elapsed = time.monotonic() - clock.started
+        if cell is not None and elapsed >= next_report:
+            log.info("    %s: still on %s after %.0f s", name, clock.where(), elapsed)
+            next_report *= 2
 
 
 def execute_notebook(path: Path, parameters: dict, output: Path | None = None,
-                     cell_timeout_s: float = CELL_TIMEOUT_S,
-                     progress_timeout_s: float = PROGRESS_CELL_TIMEOUT_S) -> None:
+                     cell_timeout_s: float = CELL_TIMEOUT_S, progress_timeout_s: float = PROGRESS_CELL_TIMEOUT_S,
+                     stall_s: float = STALL_S, retries: int = 1) -> None:
     """Run one notebook in its own folder with papermill; write it (over `path` by default) only
-    on success. A cell past its limit raises TimeoutError naming the notebook and the cell."""
+    on success. A cell past its limit raises TimeoutError naming the notebook and the cell. A
+    kernel idle for `stall_s` after a cell whose reply never came (`StallWatch`) is logged with
+    the notebook and the cell, and the notebook executed again, up to `retries` times; then
+    KernelStalledError says the same."""
+    for attempt in range(retries + 1):
+        try:
+            return _execute_once(path, parameters, Path(output or path), cell_timeout_s, progress_timeout_s, stall_s)
+        except KernelStalledError as err:
+            if attempt == retries:
+                raise
+            log.warning("%s; executing %s again (retry %d of %d)", err, path.name, attempt + 1, retries)
+
+
+def _execute_once(path: Path, parameters: dict, output: Path, cell_timeout_s: float, progress_timeout_s: float,
+                  stall_s: float) -> None:
+    """One papermill execution of `execute_notebook`."""
     import papermill
     from nbclient.exceptions import CellTimeoutError
 
-    output = Path(output or path)
     temporary = output.with_name(f".{path.stem}.running.ipynb")
     clock = CellClock(cell_timeout_s, progress_timeout_s)
+    manager = type("IPCKernelManager", (IPCKernelManager,), {"stall_s": stall_s})
+    stop = threading.Event()
+    threading.Thread(target=heartbeat, args=(clock, path.name, stop), daemon=True).start()
     try:
         papermill.execute_notebook(str(path), str(temporary), parameters=parameters,
                                    cwd=str(path.parent), kernel_name="python3", progress_bar=False,
-                                   kernel_manager_class=IPCKernelManager, timeout_func=clock)
+                                   kernel_manager_class=manager, timeout_func=clock,
+                                   stderr_file=sys.stderr)  # training progress bars, live in the terminal
         tidy_executed(temporary, path.name)
         os.replace(temporary, output)
     except CellTimeoutError as err:
-        first_line = (clock.cell.source.strip().splitlines() or [""])[0] if clock.cell is not None else "?"
-        raise TimeoutError(f"{path.name}: the cell starting {first_line!r} ran past its limit of "
-                           f"{clock(clock.cell):g} s and was stopped (raise it with --cell-timeout, or "
-                           f"{TIMEOUT_KEY} in the profile's entry for {path.stem})") from err
+        raise TimeoutError(f"{path.name}: {clock.where()} ran past its limit of {clock.limit(clock.cell):g} s "
+                           f"and was stopped (raise it with --cell-timeout, or {TIMEOUT_KEY} in the profile's "
+                           f"entry for {path.stem})") from err
+    except KernelStalledError as err:
+        raise KernelStalledError(
+            f"{path.name}: {clock.where()}: {err}. The kernel finished the cell, but its reply never reached "
+            "the executor: a known race between nbclient and widget messages (nbclient issue 312); "
+            f"--stall-timeout sets how long to wait (now {stall_s:g} s)") from err
     finally:
+        stop.set()
         temporary.unlink(missing_ok=True)
 
 
@@ -286,7 +476,12 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cell-timeout", type=float, default=None, metavar="SECONDS",
                         help=f"limit of every cell (default: {CELL_TIMEOUT_S} s, {PROGRESS_CELL_TIMEOUT_S} s "
                              f"for cells tagged {PROGRESS_TAG!r} or the profile's {TIMEOUT_KEY})")
+    parser.add_argument("--stall-timeout", type=float, default=STALL_S, metavar="SECONDS",
+                        help=f"a kernel idle this long after a cell whose reply never came is a stall: the notebook "
+                             f"is executed once more, then the run fails (default: {STALL_S:g} s)")
     args = parser.parse_args(argv)
+    if not (math.isfinite(args.stall_timeout) and args.stall_timeout > 0):
+        parser.error(f"--stall-timeout must be a positive number of seconds, got {args.stall_timeout:g}")
     if args.cell_timeout is not None and not (math.isfinite(args.cell_timeout) and args.cell_timeout > 0):
         parser.error(f"--cell-timeout must be a positive number of seconds, got {args.cell_timeout:g}")
     if args.output_dir is not None and args.output_dir.exists() and not args.output_dir.is_dir():
@@ -332,6 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     """Command line: execute the notebooks of a profile, with `-p` overrides on top."""
     args = _arguments(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("papermill").setLevel(logging.WARNING)  # paths per notebook: our lines say it
     if args.tidy_metadata:
         for path in select(notebooks_in_toc(), args.only):
             notebook = nbformat.read(path, as_version=4)
@@ -352,18 +548,28 @@ def main(argv: list[str] | None = None) -> int:
         cell_limit = args.cell_timeout or CELL_TIMEOUT_S
         progress_limit = args.cell_timeout or limits.get(path.stem, PROGRESS_CELL_TIMEOUT_S)
         started = time.monotonic()
-        execute_notebook(path, parameters, output, cell_limit, progress_limit)
+        try:
+            execute_notebook(path, parameters, output, cell_limit, progress_limit, args.stall_timeout)
+        except (TimeoutError, KernelStalledError):
+            if number > 1:
+                log.error("[%d/%d] %s failed; the %d notebook(s) before it are kept%s", number, len(plans), path.name,
+                          number - 1, "" if output is None else f" in {args.output_dir}")
+            raise
         log.info("[%d/%d] finished %s in %.0f s", number, len(plans), path.name, time.monotonic() - started)
     return 0
 
 
 def cli(argv: list[str] | None = None) -> int:
-    """`main` as a command: a bad plan is one line on stderr and exit status 2, not a traceback."""
+    """`main` as a command: a bad plan is one line on stderr and exit status 2, a cell past its
+    limit or a stalled kernel one line and exit status 1, not a traceback."""
     try:
         return main(argv)
     except PlanError as err:
         print(f"python -m grokutils.tools.execute: error: {err}", file=sys.stderr)
         return 2
+    except (TimeoutError, KernelStalledError) as err:
+        print(f"python -m grokutils.tools.execute: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
