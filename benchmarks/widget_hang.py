@@ -26,10 +26,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import nbformat
-from traitlets import DottedObjectName
+from jupyter_client.asynchronous import AsyncKernelClient
+from traitlets import Type
 
 from grokutils.tools import execute
 
@@ -62,13 +64,24 @@ class PlainIPCKernelManager(execute.IPCKernelManager):
     """The IPC kernel of `tools.execute` with jupyter_client's own client (no watched channels)."""
 
     batch_environment: dict = {}
-    client_class = DottedObjectName("jupyter_client.asynchronous.AsyncKernelClient")
+    client_factory = Type(AsyncKernelClient, klass=AsyncKernelClient)
 
 
-def longest_cell(output: Path) -> float:
-    """The longest recorded cell duration in an executed notebook, in seconds."""
+def longest_cell(output: Path) -> tuple[float, str]:
+    """The longest recorded cell duration in an executed notebook, in seconds, and where its time
+    went: the kernel's own timestamps (busy, idle, reply sent) against papermill's end of the cell."""
     notebook = nbformat.read(output, as_version=4)
-    return max((cell.metadata.get("papermill", {}).get("duration") or 0.0) for cell in notebook.cells)
+    cell = max(notebook.cells, key=lambda cell: cell.metadata.get("papermill", {}).get("duration") or 0.0)
+    papermill, stamps = cell.metadata.get("papermill", {}), cell.metadata.get("execution", {})
+    start = datetime.fromisoformat(papermill["start_time"])
+
+    def after(stamp: str | None) -> str:
+        return "?" if stamp is None else f"{(datetime.fromisoformat(stamp) - start).total_seconds():.1f}"
+
+    timing = (f"kernel busy at {after(stamps.get('iopub.status.busy'))} s, idle at "
+              f"{after(stamps.get('iopub.status.idle'))} s, reply sent at {after(stamps.get('shell.execute_reply'))} "
+              f"s, cell ended at {after(papermill.get('end_time'))} s")
+    return papermill.get("duration") or 0.0, f"{cell.source.splitlines()[0]!r}: {timing}"
 
 
 class Stalls(logging.Handler):
@@ -86,7 +99,7 @@ STALLS = Stalls()
 execute.log.addHandler(STALLS)
 
 
-def one_execution(path: Path, executor: str, limit: float) -> tuple[bool, float, str]:
+def one_execution(path: Path, executor: str, limit: float, stall_s: float = execute.STALL_S) -> tuple[bool, float, str]:
     """(hung, seconds, what happened) for one execution; a stall caught and retried is a hang."""
     output = path.with_name("executed.ipynb")
     started = time.monotonic()
@@ -96,14 +109,14 @@ def one_execution(path: Path, executor: str, limit: float) -> tuple[bool, float,
             plain_execution(path, output, limit)
         elif executor == "live":
             execute.IPCKernelManager.batch_environment = {}
-            execute.execute_notebook(path, {}, output, cell_timeout_s=limit, progress_timeout_s=limit)
+            execute.execute_notebook(path, {}, output, limit, limit, stall_s)
         else:
-            execute.execute_notebook(path, {}, output, cell_timeout_s=limit, progress_timeout_s=limit)
+            execute.execute_notebook(path, {}, output, limit, limit, stall_s)
     except Exception as err:  # a timeout or a stall: report it and go on counting
         return True, time.monotonic() - started, f"{type(err).__name__}: {str(err).splitlines()[0][:150]}"
-    longest, retried = longest_cell(output), STALLS.count - stalls
+    (longest, timing), retried = longest_cell(output), STALLS.count - stalls
     return (longest >= 0.9 * limit or retried > 0, time.monotonic() - started,
-            f"longest cell {longest:.1f} s" + (f", {retried} stall(s) caught and retried" if retried else ""))
+            f"longest cell {longest:.1f} s, {timing}" + (f"; {retried} stall(s) caught and retried" if retried else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,14 +126,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--executor", choices=("plain", "ours", "live"), default="ours")
     parser.add_argument("--busy", type=int, default=1, help="processes that keep a core busy meanwhile")
     parser.add_argument("--cell-limit", type=float, default=60.0, help="seconds; a cell reaching it is a hang")
+    parser.add_argument("--stall-timeout", type=float, default=execute.STALL_S,
+                        help="seconds a kernel may sit idle with its reply unread (executors ours and live)")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the executor's stall warnings
+    logging.getLogger("papermill").setLevel(logging.WARNING)
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
     hangs = 0
     try:
         with tempfile.TemporaryDirectory(prefix="widget-hang-") as folder:
             path = write_notebook(Path(folder))
             for number in range(1, args.executions + 1):
-                hung, seconds, what = one_execution(path, args.executor, args.cell_limit)
+                hung, seconds, what = one_execution(path, args.executor, args.cell_limit, args.stall_timeout)
                 hangs += hung
                 print(f"[{number}/{args.executions}] {'HANG' if hung else 'ok'} in {seconds:.1f} s: {what}",
                       flush=True)

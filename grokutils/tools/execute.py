@@ -28,11 +28,14 @@ through to this process's stderr as it comes.
 
 The kernels run with GROKUTILS_BATCH=1 in their environment: no frontend will show a widget,
 so the explorer of chapter 05 draws a static figure instead of exchanging widget messages. Such
-messages could leave nbclient waiting for a reply the kernel had already sent, silently, until
-the cell's limit (issue 35; nbclient issue 312). The kernel client also waits for messages in
-one-second slices, which sees such a reply within a second, and watches for a kernel that has
-gone idle after a cell without replying (`StallWatch`, `--stall-timeout`): the notebook is then
-executed once more, and a second stall fails the run with the notebook and the cell named.
+messages made a cell wait, silently, until its time limit, in 4 of 20 executions of
+`benchmarks/widget_hang.py` beside two CPU-bound processes (issue 35; nbclient issue 312), and
+in 0 of 20 with the static explorer. The kernel client guards every cell besides: it looks for
+messages with zmq's own poll each second (`SlicedChannel`: the hang's reply had been in the
+socket all along; 0 hangs in 40 executions with the live explorer, 9 in 68 before), and it
+watches for a kernel that has gone idle after a cell without replying (`StallWatch`,
+`--stall-timeout`): the notebook is then executed once more, and a second stall fails the run
+with the notebook and the cell named.
 
 Each notebook is executed into a temporary file beside
 its output and moved over the original (or into `--output-dir`) only when it ran to the end,
@@ -59,7 +62,7 @@ import yaml
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.channels import AsyncZMQSocketChannel
 from jupyter_client.manager import AsyncKernelManager
-from traitlets import DottedObjectName, Type
+from traitlets import Type
 
 from grokutils import runs
 from grokutils.paths import REPO_ROOT
@@ -277,10 +280,13 @@ class StallWatch:
 
 
 class SlicedChannel(AsyncZMQSocketChannel):
-    """A channel that waits for a message in slices of POLL_SLICE_S, telling its `StallWatch`
-    what it reads. A single long wait on a zmq socket can miss the wake-up for a message that
-    has arrived and return it only when the wait runs out (nbclient issue 312): a fresh wait
-    each second sees it."""
+    """A channel that looks for a message once per POLL_SLICE_S with zmq's own poll, then waits
+    out the slice on the event loop; it tells its `StallWatch` what it reads and lets it check
+    between slices. The kernel's reply to a widget cell could sit unseen in the socket while
+    the event loop's wait missed its wake-up, until the cell's limit: the kernel had stamped
+    reply and idle status at 2-4 s, nbclient read them at 60 s (nbclient issue 312). zmq's poll
+    sees such a message within a slice: 0 hangs in 40 executions of `benchmarks/widget_hang.py`
+    with the live explorer under load, against 9 in 68 with jupyter_client's own channels."""
 
     watch: StallWatch | None = None
 
@@ -288,7 +294,9 @@ class SlicedChannel(AsyncZMQSocketChannel):
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = POLL_SLICE_S if deadline is None else min(POLL_SLICE_S, max(0.0, deadline - time.monotonic()))
-            if await self.socket.poll(int(left * 1000)):
+            # zmq's own poll first (timeout 0 bypasses the event loop): it sees a message whose
+            # wake-up the event loop missed, which an asyncio wait would leave until it times out
+            if await self.socket.poll(0) or await self.socket.poll(int(left * 1000)):
                 msg = await self._recv()
                 self.read(msg)
                 return msg
@@ -351,7 +359,7 @@ class IPCKernelManager(AsyncKernelManager):
     kernels started at the same moment cannot pick the same one (a hang, issue 21)."""
 
     batch_environment = {BATCH_VARIABLE: "1"}  # added to the kernel's environment
-    client_class = DottedObjectName("grokutils.tools.execute.WatchedKernelClient")
+    client_factory = Type(WatchedKernelClient, klass=AsyncKernelClient)
     stall_s = STALL_S  # given to the client's StallWatch
 
     def __init__(self, **kwargs) -> None:
