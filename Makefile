@@ -2,7 +2,7 @@
 #   make book   execute the notebooks with papermill (PROFILE=accelerated by default) into
 #               _build/source and build the book from there; the committed notebooks are not touched
 #   make test   unit tests, notebook regression tests (nbval), checks of the built book and a
-#               JupyterLab session in headless Chromium
+#               JupyterLab session in headless Chromium, and the cluster launcher on a one-node Slurm
 # Both create .venv and install the project into it when missing.
 # make notebooks re-executes the committed notebooks in place (to commit new outputs).
 
@@ -18,7 +18,7 @@ BOOK_SOURCE := _build/source
 # pip on this workplace warns about every package missing from a local mirror; drop that noise
 PIP_NOISE := /is ignored: it is neither a file nor a directory/d
 
-.PHONY: book test notebooks html install browser clean
+.PHONY: book test notebooks html install browser slurm clean
 
 book: install
 	rm -rf $(BOOK_SOURCE) && mkdir -p $(BOOK_SOURCE)/notebooks
@@ -26,7 +26,7 @@ book: install
 	$(PYTHON) -m grokutils.tools.execute --profile $(PROFILE) --output-dir $(BOOK_SOURCE)/notebooks
 	$(VENV)/bin/jupyter-book build $(BOOK_SOURCE) --path-output . -W -n --keep-going
 
-test: install browser html
+test: install browser slurm html
 	$(VENV)/bin/ruff check grokutils tests benchmarks
 	$(PYTHON) -m pytest tests notebooks --nbval --nbval-current-env \
 	    --sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
@@ -47,6 +47,16 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	  else echo "warning: chromium or chromium-driver is missing; the browser tests will fail" \
 	    "(apt-get install chromium chromium-driver)"; fi; }
+
+# A one-node Slurm cluster for tests/test_launch.py (tests/slurm_cluster.py starts it in a temporary
+# folder): Debian's slurm-wlm and munge. Without root or apt-get those tests use submitit's local
+# executor and say so.
+slurm:
+	@{ command -v slurmctld && command -v slurmd && command -v munged; } >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null; \
+	  else echo "warning: slurm-wlm or munge is missing; the Slurm tests will be skipped" \
+	    "(apt-get install slurm-wlm munge)"; fi; }
 
 # Maintainers: re-execute the committed notebooks in place, then commit them.
 notebooks: install

@@ -4,7 +4,8 @@
     config = runs.mlp_config(weight_decay=0.01, profile="paper")
     stored = runs.stored(config)                                  # never trains: None if not stored
 
-A profile is `profiles/NAME.yaml` (or the path of such a file) with two sections:
+A profile is `profiles/NAME.yaml` (or the path of such a file) with two sections (and an
+optional `cluster:` block of Slurm job parameters, read by `grokutils.tools.launch`):
 
     runs:         # the experiments' settings, one entry per experiment
       mlp:    {steps: 200000, n_seeds: 3, n_checkpoints: 100, lr: 0.005, dtype: float32, device: cpu}
@@ -33,6 +34,7 @@ from grokutils.store import RunResult
 
 PROFILES_DIR = REPO_ROOT / "profiles"
 SECTIONS = ("runs", "notebooks")
+TOOL_SECTIONS = ("cluster",)  # read by grokutils.tools.launch (its executor parameters), not by the notebooks
 EXPERIMENTS = {"mlp": MLPConfig, "modadd": ModAddConfig}
 RUN_ONLY_KEYS = ("device",)  # entry keys that are not config fields
 
@@ -59,9 +61,10 @@ def read_profile(profile: str | Path) -> dict[str, dict]:
     if not isinstance(content, dict):
         raise ValueError(f"{path.name}: a profile is a mapping with sections {list(SECTIONS)}, "
                          f"got a {type(content).__name__}")
-    unknown = set(content) - set(SECTIONS)
+    unknown = set(content) - set(SECTIONS) - set(TOOL_SECTIONS)
     if unknown:
-        raise ValueError(f"{path.name}: unknown sections {sorted(unknown)}; accepted: {list(SECTIONS)}")
+        raise ValueError(f"{path.name}: unknown sections {sorted(unknown)}; accepted: {list(SECTIONS)} "
+                         f"(and {list(TOOL_SECTIONS)}, for grokutils.tools.launch)")
     sections = {name: content.get(name) or {} for name in SECTIONS}
     if not isinstance(sections["runs"], dict):
         raise ValueError(f"{path.name}: runs must map experiments {sorted(EXPERIMENTS)} to their settings, "

@@ -16,13 +16,15 @@ no longer match their seal (a flipped byte, a truncated copy, a garbled meta.jso
 finished either: it is renamed `NAME.damaged` (its files may be intact and worth hours) and
 recomputed, with a WARNING naming the folder, the file and where it went. Seals written before
 hashes existed (sizes only) still load; `python -m grokutils.store --add-hashes FOLDER ...`
-adds the hashes to them. One process at a time computes a config (`run_lock`).
+adds the hashes to them. One process at a time computes a config (`run_lock`), also across
+machines that share the results folder (NFS, Lustre): a lock file with an owner and a heartbeat.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import hashlib
 import io
@@ -30,7 +32,11 @@ import json
 import logging
 import os
 import shutil
+import socket
 import sys
+import threading
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -319,7 +325,24 @@ def _read_run(folder: Path, config_class) -> RunResult:
                      pd.read_parquet(folder / "layers.parquet"))
 
 
-# --- one process per run; compute what is not stored ---------------------------------------
+# --- one process per run, on one machine or many; compute what is not stored ----------------
+#
+# The lock is a file, `NAME.lock`, made by a hard link (atomic on NFS, which O_EXCL was not
+# before NFSv3) and holding its owner: host, process id and a token unique to this hold. The
+# holder touches it every HEARTBEAT_S seconds. A waiter takes it over when its owner is gone:
+# at once when the owner ran on the waiter's own host and its process has ended; after
+# MISSED_HEARTBEATS heartbeats without a change, judged on the waiter's own clock (never by
+# comparing clocks across machines), when the owner ran elsewhere. `fcntl` locks are not
+# used for this: on a shared filesystem they may be node-local without saying so (NFS mounted
+# `nolock` or `local_lock=flock`, Lustre `localflock`, BeeGFS by default) or held forever by a
+# node that crashed (NFSv3 lock recovery needs that node to reboot). The holder still takes an
+# `flock` on the file where one is offered, so that a process of an older version (which knew
+# only `flock` and a plain process id in the file) waits for it on the same machine.
+
+HEARTBEAT_S = 10.0  # the holder touches its lock file this often
+MISSED_HEARTBEATS = 12  # a waiter takes over a lock from another host unchanged for this many (2 min)
+POLL_S = 0.5  # a waiter looks at the lock this often
+HOST = socket.gethostname()
 
 
 def lock_path(final: Path) -> Path:
@@ -327,53 +350,206 @@ def lock_path(final: Path) -> Path:
     return final.with_name(final.name + ".lock")
 
 
-def _same_file(handle: IO, path: Path) -> bool:
-    """True if the open `handle` is still the file at `path` (its holder may have removed it)."""
+@dataclass(frozen=True)
+class LockOwner:
+    """Who holds a lock file: host, process id, and a token unique to that hold."""
+
+    host: str
+    pid: int
+    token: str
+
+    @property
+    def legacy(self) -> bool:
+        """A lock of an older version (a plain process id, an `flock` and no heartbeat)."""
+        return self.token.startswith("legacy-")
+
+    def __str__(self) -> str:
+        return f"process {self.pid} on {self.host}"
+
+
+def parse_lock(text: str) -> LockOwner | None:
+    """The owner a lock file's text names (None for an empty or garbled file); a plain
+    process id, as older versions wrote it, is a legacy lock of this host."""
+    text = text.strip()
+    if text.isdigit():
+        return LockOwner(HOST, int(text), f"legacy-{text}")
     try:
-        on_disk, opened = os.stat(path), os.fstat(handle.fileno())
+        fields = json.loads(text)
+        return LockOwner(str(fields["host"]), int(fields["pid"]), str(fields["token"]))
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def read_lock(path: Path) -> tuple[LockOwner | None, tuple] | None:
+    """The lock file's owner and a signature of its state (inode, mtime, size); None if there
+    is no lock. Opening the file makes NFS fetch fresh attributes (close-to-open)."""
+    try:
+        with open(path) as handle:
+            stat = os.fstat(handle.fileno())
+            return parse_lock(handle.read()), (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    except FileNotFoundError:
+        return None
+
+
+def lock_owner(path: Path) -> LockOwner | None:
+    """The owner of the lock file at `path` (None: no lock, or an unreadable one)."""
+    state = read_lock(path)
+    return state[0] if state else None
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def lock_is_live(path: Path, owner: LockOwner) -> bool:
+    """True if `owner` of the lock at `path` seems to be working: its process lives (this host),
+    or its heartbeat is recent (another host; judged by this host's clock, for reports only)."""
+    if owner.host == HOST:
+        return _process_alive(owner.pid)
+    try:
+        age = time.time() - os.stat(path).st_mtime
     except FileNotFoundError:
         return False
-    return (on_disk.st_dev, on_disk.st_ino) == (opened.st_dev, opened.st_ino)
+    return not owner.legacy and age < HEARTBEAT_S * MISSED_HEARTBEATS
 
 
-def _acquire(path: Path, final: Path) -> IO:
-    """Open and `flock` the lock file, waiting (with one WARNING) while another process holds it."""
-    waited = False
-    while True:
-        handle = open(path, "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if not waited:
-                holder = path.read_text().strip() or "unknown"
-                log.warning("%s: process %s is computing this run; waiting for it to finish (lock %s)",
-                            final.name, holder, path.name)
-                waited = True
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        if _same_file(handle, path):
-            return handle
-        handle.close()  # its holder removed it on release: lock the new one
+def stale_reason(owner: LockOwner | None, unchanged_s: float) -> str | None:
+    """Why a lock whose file has not changed for `unchanged_s` seconds is abandoned (None: it is not)."""
+    if owner is not None and owner.host == HOST and not _process_alive(owner.pid):
+        return f"{owner} has ended"
+    if owner is not None and owner.legacy:
+        return None  # an older version's holder: no heartbeat, but its process lives
+    if unchanged_s > HEARTBEAT_S * MISSED_HEARTBEATS:
+        return f"{owner or 'its owner'} missed {MISSED_HEARTBEATS} heartbeats ({unchanged_s:.0f} s unchanged)"
+    return None
+
+
+def _create(path: Path, text: str) -> bool:
+    """Create `path` holding `text` unless it exists: a unique file, hard-linked to `path`. On
+    NFS a lost reply can report a link that was made, so the unique file's link count decides.
+    A filesystem without hard links gets an exclusive create instead."""
+    unique = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    unique.write_text(text)
+    try:
+        os.link(unique, path)
+        return True
+    except FileExistsError:
+        return os.stat(unique).st_nlink == 2
+    except OSError as err:
+        if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+            raise
+        return _create_exclusive(path, text)
+    finally:
+        unique.unlink(missing_ok=True)
+
+
+def _create_exclusive(path: Path, text: str) -> bool:
+    """`_create` by O_EXCL, for filesystems without hard links; the text is written before the
+    file is visible under `path` only in `_create`, so a reader may briefly see it empty."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)
+    return True
+
+
+def _break(path: Path, stale: LockOwner | None, me: LockOwner) -> bool:
+    """Remove the abandoned lock of `stale`; True if this process did. One waiter at a time
+    does it (a claim file named by the stale hold's token), and only if the file still names
+    that hold."""
+    claim = path.with_name(f"{path.name}.break-{stale.token if stale else 'unreadable'}")
+    if not _create(claim, json.dumps(dataclasses.asdict(me))):
+        with contextlib.suppress(FileNotFoundError):  # a breaker killed mid-break left its claim
+            if time.time() - os.stat(claim).st_mtime > HEARTBEAT_S * MISSED_HEARTBEATS:
+                claim.unlink()
+        return False
+    try:
+        if lock_owner(path) != stale:
+            return False
+        path.unlink(missing_ok=True)
+        return True
+    finally:
+        claim.unlink(missing_ok=True)
+
+
+def _acquire(path: Path, final: Path, me: LockOwner) -> None:
+    """Create the lock file as `me`, waiting (with one WARNING) while a live owner holds it."""
+    text, seen, since, warned = json.dumps(dataclasses.asdict(me)), None, time.monotonic(), False
+    while not _create(path, text):
+        state = read_lock(path)
+        if state is None:
+            continue  # released just now
+        owner, signature = state
+        if signature != seen:
+            seen, since = signature, time.monotonic()
+        reason = stale_reason(owner, time.monotonic() - since)
+        if reason is not None:
+            if _break(path, owner, me):
+                log.warning("%s: took over the abandoned lock %s: %s", final.name, path.name, reason)
+                continue
+        elif not warned:
+            log.warning("%s: %s is computing this run; waiting for it to finish (lock %s)",
+                        final.name, owner or "another process", path.name)
+            warned = True
+        time.sleep(POLL_S)
+
+
+def _heartbeat(path: Path, me: LockOwner, stop: threading.Event) -> None:
+    """Touch the lock file every HEARTBEAT_S seconds while `me` holds it."""
+    while not stop.wait(HEARTBEAT_S):
+        if lock_owner(path) != me:
+            log.error("%s: the lock was taken over while this process held it (no heartbeat for "
+                      "%.0f s?); another process may now compute this run too", path.name,
+                      HEARTBEAT_S * MISSED_HEARTBEATS)
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(path)
+
+
+def _legacy_flock(path: Path) -> IO | None:
+    """An `flock` on the lock file, for older versions on this machine; None where none is offered."""
+    handle = open(path)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
 
 
 @contextlib.contextmanager
 def run_lock(final: Path) -> Iterator[None]:
-    """Hold the run's lock file: one process at a time computes a config; others wait.
+    """Hold the run's lock file: one process at a time, on any machine that shares the results
+    folder, computes a config; others wait, then load its result.
 
-    The OS releases the lock of a process that dies, so there is no stale lock to clear: a
-    waiter then takes over and resumes from the dead one's `.partial` folder. The holder
-    writes its process id into the file and removes the file when done (waiters notice).
+    A holder that dies leaves its `.partial` folder and its lock: a waiter on the same host
+    takes over at once, one elsewhere after MISSED_HEARTBEATS heartbeats, and resumes. The
+    holder removes the file when done (unless another took it over).
     """
     path = lock_path(Path(final))
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = _acquire(path, Path(final))
+    me = LockOwner(HOST, os.getpid(), uuid.uuid4().hex)
+    _acquire(path, Path(final), me)
+    flock, stop = _legacy_flock(path), threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(path, me, stop), name=f"heartbeat {path.name}", daemon=True)
+    beat.start()
     try:
-        handle.truncate(0)
-        handle.write(str(os.getpid()))
-        handle.flush()
         yield
     finally:
-        path.unlink(missing_ok=True)  # before unlocking, so that no waiter locks a removed file
-        handle.close()
+        stop.set()
+        beat.join()
+        if lock_owner(path) == me:
+            path.unlink(missing_ok=True)
+        if flock is not None:
+            flock.close()
 
 
 def set_aside(folder: Path) -> Path:

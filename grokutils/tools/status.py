@@ -4,15 +4,15 @@
     python -m grokutils.tools.status --results-dir DIR --window 30
 
 One row per `NAME.partial` folder: whether a process is training it now (the run's lock file
-names a live process), the step of its latest progress sample and the step a restart would
-resume from (the oldest `state.pt` of its seeds), the checkpoints measured so far, the steps
-per second over the last `--window` minutes of progress samples (`grokutils.train.ProgressFile`)
-and the time left at that rate. A stopped run shows the rate it last had.
+names a live process on this host, or one with a recent heartbeat on another), the step of its
+latest progress sample and the step a restart would resume from (the oldest `state.pt` of its
+seeds), the checkpoints measured so far, the steps per second over the last `--window` minutes
+of progress samples (`grokutils.train.ProgressFile`) and the time left at that rate. A stopped
+run shows the rate it last had.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from grokutils.paths import RESULTS_DIR
-from grokutils.store import lock_path
+from grokutils.store import lock_is_live, lock_owner, lock_path
 from grokutils.train import read_progress
 
 WINDOW_MIN = 30.0  # minutes of progress samples that the recent rate is taken over
@@ -59,13 +59,11 @@ def recent_rate(samples: list[list[float]], window_s: float) -> float | None:
 
 
 def lock_holder(run_folder: Path) -> int | None:
-    """The live process whose id the run's lock file holds (its holder writes it), else None."""
-    try:
-        pid = int(lock_path(run_folder).read_text().strip())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return None
-    return pid
+    """The process id of the live holder of the run's lock, else None: on this host, a process
+    that runs; on another (a cluster node), one whose heartbeat is recent (`grokutils.store`)."""
+    path = lock_path(run_folder)
+    owner = lock_owner(path)
+    return owner.pid if owner is not None and lock_is_live(path, owner) else None
 
 
 def is_running(run_folder: Path) -> bool:
