@@ -144,6 +144,75 @@ def phases_of_curve(steps, train, test) -> Phases:
                   t_peak_start=int(steps[i_first]), t_drop=t_drop, t_half_fall=t_half, train_held=train_held)
 
 
+@dataclass(frozen=True)
+class FallSplit:
+    """One curve's fall from its smoothed test peak, split where smoothed train accuracy first
+    drops below HIGH_TRAIN after the peak (`split_fall`). All accuracies smoothed."""
+
+    t_peak: int | None  # the smoothed test peak at or after t_fit; None if the curve never fits
+    peak: float
+    t_held_end: int | None  # last checkpoint before the slip (the last step if train never slips)
+    held_fall: float  # peak minus test at t_held_end: the fall with the training set still fitted
+    t_slip: int | None  # first checkpoint after the peak with train below HIGH_TRAIN; None: held to the end
+    further_fall: float  # test at t_held_end minus test at the end: the fall after the slip (0 without one)
+    lowest_train: float  # lowest train accuracy from the slip on (nan without a slip)
+    final: float  # test at the last step
+
+    @property
+    def anti_groks(self) -> bool:
+        """The papers' anti-grokking: a fall of at least COLLAPSE_DROP with train held."""
+        return self.held_fall >= COLLAPSE_DROP
+
+    def verdict(self) -> str:
+        """Both parts of the fall in one clause."""
+        if self.t_peak is None:
+            return "never fits its training set"
+        if self.anti_groks:
+            words = (f"anti-groks by {self.held_fall:.3f} with train held (steps {self.t_peak:,} to "
+                     f"{self.t_held_end:,})")
+        else:
+            words = f"falls {self.held_fall:.3f} with train held, under the {COLLAPSE_DROP:g} bar"
+        if self.t_slip is not None:
+            words += (f", then loses its training fit from step {self.t_slip:,} (train down to "
+                      f"{self.lowest_train:.3f}) and falls {self.further_fall:.3f} more")
+        return words
+
+
+def split_fall(steps, train, test) -> FallSplit:
+    """Split one curve's fall (one seed, or a mean) at the first checkpoint after the test peak
+    where smoothed train accuracy is below HIGH_TRAIN. The part before is the anti-grokking
+    depth, read at the last checkpoint before that slip (a fall that lasts until train slips);
+    the part after, the further fall to the end, with the lowest train accuracy it reaches.
+    Peak and smoothing as in `phases_of_curve`."""
+    order = np.argsort(np.asarray(steps))
+    steps = np.asarray(steps)[order].astype(np.int64)
+    train, test = smooth(steps, np.asarray(train)[order]), smooth(steps, np.asarray(test)[order])
+    fitted = np.flatnonzero(train >= FIT_LEVEL - 1e-12)
+    if len(fitted) == 0:
+        return FallSplit(None, float(np.nanmax(test)), None, 0.0, None, 0.0, float("nan"), float(test[-1]))
+    i_peak = fitted[0] + int(np.nanargmax(test[fitted[0]:]))
+    slipped = np.flatnonzero(train[i_peak:] < HIGH_TRAIN)
+    i_slip = i_peak + int(slipped[0]) if len(slipped) else None
+    i_held = len(steps) - 1 if i_slip is None else max(i_peak, i_slip - 1)
+    peak, held, final = float(test[i_peak]), float(test[i_held]), float(test[-1])
+    return FallSplit(int(steps[i_peak]), peak, int(steps[i_held]), peak - held,
+                     None if i_slip is None else int(steps[i_slip]), 0.0 if i_slip is None else held - final,
+                     float("nan") if i_slip is None else float(np.nanmin(train[i_slip:])), final)
+
+
+def fall_split_table(curves: pd.DataFrame) -> pd.DataFrame:
+    """One row per seed: `split_fall` of its curves, and its verdict."""
+    rows = []
+    for seed, frame in curves.sort_values("step").groupby("seed"):
+        split = split_fall(frame.step.values, frame.train_accuracy.values, frame.test_accuracy.values)
+        rows.append({"seed": int(seed), **dataclasses.asdict(split), "anti_groks": split.anti_groks,
+                     "verdict": split.verdict()})
+    table = pd.DataFrame(rows).set_index("seed")
+    for column in ("t_peak", "t_held_end", "t_slip"):
+        table[column] = pd.array(table[column].tolist(), dtype="Int64")
+    return table
+
+
 def mean_curves(curves: pd.DataFrame) -> pd.DataFrame:
     """Mean train and test accuracy over seeds, one row per step (index: step)."""
     if curves.empty:
