@@ -151,7 +151,37 @@ class OneNodeCluster:
             time.sleep(0.2)
         for pid in pids:
             _signal(pid, signal.SIGKILL)
+        for pid in job_processes(self.folder):  # job steps outlive slurmd: slurmstepd, job scripts, srun
+            _signal(pid, signal.SIGKILL)
         pid_file.unlink()
+
+
+def job_processes(folder: Path) -> list[int]:
+    """Processes with the cluster's `folder` in their command line or open files (slurmstepd
+    keeps slurmd's log open, job scripts run from its spool), and all their descendants; never
+    this process or its ancestors (`python tests/slurm_cluster.py stop FOLDER` names it too)."""
+    parents, found = {}, set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            marks = [(entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")]
+            marks += [os.readlink(fd) for fd in (entry / "fd").iterdir()]
+        except (OSError, IndexError, ValueError):
+            continue
+        if any(str(folder) in mark for mark in marks):
+            found.add(int(entry.name))
+    mine, pid = set(), os.getpid()
+    while pid > 1:  # this process and its ancestors
+        mine.add(pid)
+        pid = parents.get(pid, 0)
+    found -= mine
+    while True:  # add descendants until none is new
+        more = {pid for pid, parent in parents.items() if parent in found} - found - mine
+        if not more:
+            return sorted(found)
+        found |= more
 
 
 def _signal(pid: int, number: int) -> None:
