@@ -4,16 +4,23 @@ A rule reads only per-layer measures of the weights (alpha, traps, and the fixed
 `grokutils.fits`) at each checkpoint of one seed and fires at one step, or never. It is
 judged against that seed's phases (`grokutils.phases`, the one phase rule):
 
+A seed *collapses* when it anti-groks by that rule: a fall of at least 0.05 from its
+smoothed test peak with smoothed train accuracy still held at 0.99 (a further fall after
+train slips is not needed and not counted).
+
 * **hit**: the seed collapses, and the rule fires after its peak region begins and before
-  half of the fall is lost (t_peak_start <= fire <= t_half_fall);
-* **late**: the seed collapses and the rule fires after half of the fall, or never (a miss);
-* **false alarm**: the rule fires in a seed without a sustained collapse, or before the
-  peak region begins (a warning with nothing yet to warn of);
+  half of the held fall is lost (t_peak_start <= fire <= t_half_fall);
+* **miss**: the seed collapses and the rule fires after half of the fall, or never;
+* **false alarm**: the rule fires in a seed that does not collapse, or before the peak
+  region begins (a warning with nothing yet to warn of);
 * **quiet**: a seed without a collapse in which the rule never fires (a correct silence).
 
-The lead is t_collapse - fire: positive when the rule fired before the smoothed test curve
-left its peak region. `RULES` lists the candidates; `evaluate` scores them on runs,
-`summary` counts per rule, and `recommendation` says what the counts support, if anything.
+Two leads per hit: t_collapse - fire (positive when the rule fired before the smoothed test
+curve left its peak region) and t_half_fall - fire (how long before half of the fall was
+lost). `separation` asks whether a rule tells a run apart from its control: whether it fires
+earlier on every seed of the one than on any seed of the other. `RULES` lists the
+candidates; `evaluate` scores them on runs, `summary` counts per rule, and `recommendation`
+says what the counts support, if anything.
 """
 from __future__ import annotations
 
@@ -31,7 +38,7 @@ EARLY_SHARE = 0.2  # a seed's early trap level: its most traps over the first 20
 TRAP_RISE = 2  # traps above the early level that count as a rise
 SLOPE_DECADES = 0.5  # the rate rule compares alpha with its value this many decades of steps earlier
 SLOPE_LIMIT = -1.0  # ... and fires when alpha falls faster than this per decade
-OUTCOMES = ("hit", "late", "false alarm", "quiet")
+OUTCOMES = ("hit", "miss", "false alarm", "quiet")
 
 
 @dataclass(frozen=True)
@@ -106,14 +113,14 @@ def first_firing(condition: pd.Series, persist: int = 1) -> int | None:
 
 
 def outcome(fire: int | None, phases) -> str:
-    """hit, late, false alarm or quiet, for one rule on one seed (see the module docstring)."""
+    """hit, miss, false alarm or quiet, for one rule on one seed (see the module docstring)."""
     if not phases.collapsed:
         return "quiet" if fire is None else "false alarm"
     if fire is None:
-        return "late"
+        return "miss"
     if phases.t_peak_start is None or fire < phases.t_peak_start:
         return "false alarm"
-    return "hit" if fire <= phases.t_half_fall else "late"
+    return "hit" if fire <= phases.t_half_fall else "miss"
 
 
 def evaluate(runs: Mapping[str, RunResult], fits: Mapping[str, pd.DataFrame] | None = None,
@@ -127,28 +134,58 @@ def evaluate(runs: Mapping[str, RunResult], fits: Mapping[str, pd.DataFrame] | N
             table = wide_table(layers, run_fits[run_fits.seed == seed] if run_fits is not None else None)
             for rule in rules:
                 fire = first_firing(rule.condition(table), rule.persist)
-                lead = phases.t_collapse - fire if fire is not None and phases.collapsed else None
+                timed = fire is not None and phases.collapsed
                 rows.append({"run": label, "seed": seed, "rule": rule.name, "collapsed": phases.collapsed,
                              "t_peak_start": phases.t_peak_start, "t_collapse": phases.t_collapse,
                              "t_half_fall": phases.t_half_fall, "fires": fire, "outcome": outcome(fire, phases),
-                             "lead_steps": lead})
+                             "lead_steps": phases.t_collapse - fire if timed else None,
+                             "lead_half_steps": phases.t_half_fall - fire if timed else None})
     table = pd.DataFrame(rows)
-    for column in ("t_peak_start", "t_collapse", "t_half_fall", "fires", "lead_steps"):
+    for column in ("t_peak_start", "t_collapse", "t_half_fall", "fires", "lead_steps", "lead_half_steps"):
         table[column] = pd.array(table[column].tolist(), dtype="Int64")
     return table.set_index(["rule", "run", "seed"])
 
 
+def _leads(hits: pd.Series) -> str:
+    """'+1,234 to +5,678' (or one value, or '-') for the leads of a rule's hits."""
+    values = sorted(int(v) for v in hits.dropna())
+    return "-" if not values else f"{values[0]:+,}" if len(values) == 1 else f"{values[0]:+,} to {values[-1]:+,}"
+
+
 def summary(evaluation: pd.DataFrame) -> pd.DataFrame:
-    """Per rule: hits of the collapsing seeds, late or missed, false alarms, quiet seeds, and the leads."""
+    """Per rule: the collapsing seeds, hits, misses, false alarms and quiet seeds, and the range of the
+    hits' leads over the start of the fall and over its half-way point."""
     rows = []
     for rule, mine in evaluation.groupby(level="rule", sort=False):
         counts = mine.outcome.value_counts()
         hits = mine[mine.outcome == "hit"]
-        leads = ", ".join(f"{run} s{seed}: {int(lead):+,}" for (_, run, seed), lead in hits.lead_steps.items())
         rows.append({"rule": rule, "collapsing seeds": int(mine.collapsed.sum()),
                      **{outcome_name: int(counts.get(outcome_name, 0)) for outcome_name in OUTCOMES},
-                     "seeds": len(mine), "lead of each hit (steps)": leads or "-"})
+                     "seeds": len(mine), "lead over the fall's start (steps)": _leads(hits.lead_steps),
+                     "lead over half the fall (steps)": _leads(hits.lead_half_steps)})
     return pd.DataFrame(rows).set_index("rule")
+
+
+def separation(evaluation: pd.DataFrame, run: str, control: str) -> pd.DataFrame:
+    """Per rule: the firing steps on the seeds of `run` and of `control`, and whether the rule separates
+    them (it fires on every seed of `run`, each time before it fires on any seed of `control`; a rule
+    that never fires on the control separates if it fires on every seed of `run`)."""
+    rows = []
+    for rule, mine in evaluation.groupby(level="rule", sort=False):
+        fires = {label: mine.xs(label, level="run").fires for label in (run, control)}
+        ours, theirs = fires[run], fires[control].dropna()
+        apart = bool(ours.notna().all() and (theirs.empty or ours.max() < theirs.min()))
+        rows.append({"rule": rule, **{f"fires on {label}": _steps(values) for label, values in fires.items()},
+                     "separates": "yes" if apart else "no"})
+    return pd.DataFrame(rows).set_index("rule")
+
+
+def _steps(fires: pd.Series) -> str:
+    """'1,000 to 5,000' over seeds, with 'never' for the seeds where the rule stayed silent."""
+    fired = sorted(int(v) for v in fires.dropna())
+    never = int(fires.isna().sum())
+    words = "" if not fired else f"{fired[0]:,}" if fired[0] == fired[-1] else f"{fired[0]:,} to {fired[-1]:,}"
+    return (words + (f"; never in {never}" if words else "never")) if never else words
 
 
 def recommendation(table: pd.DataFrame) -> str:
@@ -156,15 +193,18 @@ def recommendation(table: pd.DataFrame) -> str:
     statement that none does, with the best trade-off named."""
     perfect = table[(table.hit == table["collapsing seeds"]) & (table["false alarm"] == 0)
                     & (table["collapsing seeds"] > 0)]
+    caveat = "" if (table.seeds > table["collapsing seeds"]).any() else (
+        " Every seed of these runs collapses, so they cannot show whether a rule would stay quiet on a run that "
+        "keeps its test accuracy.")
     if len(perfect):
-        return ("Supported on these runs: " + "; ".join(perfect.index)
-                + " (every collapsing seed warned in time, no false alarm).")
+        return ("Supported on these runs: " + "; ".join(f"'{name}'" for name in perfect.index)
+                + " (every collapsing seed warned in time, no false alarm)." + caveat)
     score = table.hit - table["false alarm"]
     best = score.idxmax()
     return (f"No rule tested works on these runs: none warns of every collapse in time without a false alarm. "
             f"The best trade-off, '{best}', has {table.loc[best, 'hit']} hits of "
             f"{table.loc[best, 'collapsing seeds']} collapsing seeds and {table.loc[best, 'false alarm']} false "
-            f"alarms in {table.loc[best, 'seeds']} seeds.")
+            f"alarms in {table.loc[best, 'seeds']} seeds." + caveat)
 
 
 def stored_runs(results_dir) -> dict[str, RunResult]:

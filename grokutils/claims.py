@@ -8,9 +8,11 @@
     shared_claims(wd0, wd001)   the numbers several chapters state, computed once (glued from here)
 
 Every table has one row per seed; phases are found per seed by the one rule of
-`grokutils.phases` (smoothed curves; a collapse is a fall of at least 0.05 that stays down
-to the end with train accuracy held at 0.99; it starts where the smoothed test curve leaves
-its peak region for good).
+`grokutils.phases` (smoothed curves; each fall is split where smoothed train accuracy first
+drops below 0.99 after the peak; a seed anti-groks, "collapses", when the part before that
+slip is at least 0.05; it starts where the smoothed test curve leaves its peak region for the
+rest of that stretch). Every accuracy, fall and minimum here is read from the smoothed
+per-seed curves.
 """
 from __future__ import annotations
 
@@ -33,16 +35,9 @@ def seed_phases(result: RunResult) -> dict[int, Phases]:
 
 
 def collapse_table(result: RunResult) -> pd.DataFrame:
-    """Claim 1 per seed: the phase rule's edges, smoothed peak, end and fall, and the lowest raw
-    train accuracy after the peak (for reference: the rule reads the smoothed train curve)."""
-    table = phase_rule.collapse_table(result.curves)
-    lowest = []
-    for seed, row in table.iterrows():
-        curves = result.curves[result.curves.seed == seed]
-        after = curves[curves.step >= row.t_peak] if pd.notna(row.t_peak) else curves.iloc[:0]
-        lowest.append(float(after.train_accuracy.min()) if len(after) else np.nan)
-    table.insert(table.columns.get_loc("train_held"), "min_train_accuracy_after_peak", lowest)
-    return table
+    """Claim 1 per seed (`grokutils.phases.collapse_table`): the phase edges, the held fall (the
+    anti-grokking depth), the further fall once train slips with its lowest train accuracy, and the verdict."""
+    return phase_rule.collapse_table(result.curves)
 
 
 def _with_int_steps(table: pd.DataFrame, columns) -> pd.DataFrame:
@@ -110,8 +105,9 @@ def measure_turn_table(result: RunResult, measures=COMPETING_MEASURES) -> pd.Dat
     """Claim 4 per seed and measure: its relative change in grokking and in anti-grokking.
 
     A measure marks the collapse only if its trend turns there: `turns` is True when the
-    change from the test peak to the end has the opposite sign of the change from t_fit to
-    the peak. A measure that keeps its direction through both phases has no landmark at
+    change from the test peak to the end of anti-grokking (t_held_end, the last checkpoint with
+    the fit held) has the opposite sign of the change from t_fit to the peak. Only seeds that
+    anti-grok have rows. A measure that keeps its direction through both phases has no landmark at
     the collapse (only its clock position tells the phases apart).
     """
     frame, rows = with_fc1_entropy(result), []
@@ -121,7 +117,7 @@ def measure_turn_table(result: RunResult, measures=COMPETING_MEASURES) -> pd.Dat
         mine = frame[frame.seed == seed]
         for measure in measures:
             at_fit, at_peak, at_end = (_value_at(mine, measure, step) for step in
-                                       (phases.t_fit, phases.t_peak, phases.t_end))
+                                       (phases.t_fit, phases.t_peak, phases.t_held_end))
             grokking, anti = (at_peak - at_fit) / abs(at_fit), (at_end - at_peak) / abs(at_peak)
             rows.append({"seed": seed, "measure": measure, "at_fit": at_fit, "at_peak": at_peak, "at_end": at_end,
                          "change_in_grokking": grokking, "change_in_anti_grokking": anti,
@@ -129,6 +125,17 @@ def measure_turn_table(result: RunResult, measures=COMPETING_MEASURES) -> pd.Dat
     columns = ["seed", "measure", "at_fit", "at_peak", "at_end", "change_in_grokking", "change_in_anti_grokking",
                "turns"]
     return pd.DataFrame(rows, columns=columns).set_index(["seed", "measure"])  # empty: no seed collapsed
+
+
+def turning_words(turns: pd.DataFrame, names: dict[str, str] | None = None) -> str:
+    """The measures whose trend turns at the peak in most seeds (`measure_turn_table`), in words; says
+    so when nothing could be tested because no seed anti-groks."""
+    if turns.empty:
+        return "none tested: no seed anti-groks, so there is no fall for a measure to mark"
+    share = turns.groupby(level="measure", sort=False).turns.mean()
+    turning = [(names or {}).get(measure, measure) for measure, value in share.items() if value > 0.5]
+    tested = f"of the {len(share)} measures tested on {turns.index.get_level_values('seed').nunique()} seeds"
+    return f"none {tested}" if not turning else f"{', '.join(turning)} ({len(turning)} {tested})"
 
 
 def summarize(table: pd.DataFrame, by: str | None = None) -> pd.DataFrame:
@@ -188,32 +195,39 @@ def sensitivity_words(n_below: dict[str, int], n_seeds: int) -> str:
     return "does not end below 2 in most seeds, with any of the three fits"
 
 
+def _seeds(count: int) -> str:
+    return f"{count} seed{'' if count == 1 else 's'}"
+
+
 def verdict_words(collapse: pd.DataFrame) -> str:
-    """How many seeds anti-grok by the phase rule, and why the others do not, in words
-    (from `collapse_table`: a fall of COLLAPSE_DROP or more counts only with train accuracy held)."""
+    """How many seeds anti-grok by the phase rule and by how much, and how many then lose their
+    training fit and fall further, in words (from `collapse_table`; every value smoothed)."""
     n, drop, held = len(collapse), phase_rule.COLLAPSE_DROP, HIGH_TRAIN_ACCURACY
-    fell = collapse.fall >= drop
-    counted, slipped, stayed = (int(collapse.collapsed.sum()), int((fell & ~collapse.train_held).sum()),
-                                int((~fell).sum()))
-    words = [f"{counted} of {n} seeds anti-grok by the rule"]
-    if slipped:
-        lowest = collapse.min_train_accuracy_after_peak[fell & ~collapse.train_held].min()
-        words.append(f"{slipped} {'falls' if slipped == 1 else 'fall'} by {drop:g} or more, but with train accuracy "
-                     f"slipping below {held:g} after the peak (down to {lowest:.3f}), which the rule does not count "
-                     "as anti-grokking")
-    if stayed:
-        one = stayed == 1
-        words.append(f"{stayed} {'stays' if one else 'stay'} within {drop:g} of {'its' if one else 'their'} peak")
+    down, fitted = collapse[collapse.collapsed], collapse[collapse.t_fit.notna()]
+    words = [f"{len(down)} of {n} seeds anti-grok by the rule (a fall of at least {drop:g} with train accuracy held "
+             f"at {held:g})" + (f", by {_list_text(down.held_fall, '.3f')}" if len(down) else "")]
+    short = fitted[~fitted.collapsed]
+    if len(short):
+        words.append(f"{_seeds(len(short))} {'falls' if len(short) == 1 else 'fall'} less than {drop:g} with train "
+                     f"held ({_list_text(short.held_fall, '.3f')})")
+    slipped = fitted[fitted.t_slip.notna()]
+    if len(slipped):
+        words.append(f"{len(slipped)} of {n} then lose their training fit (smoothed train accuracy down to "
+                     f"{slipped.lowest_train.min():.3f}) and fall {_list_text(slipped.further_fall, '.3f')} more")
+    elif len(fitted):
+        words.append(f"train accuracy stays at or above {held:g} to the end in every seed that fits")
+    if len(fitted) < n:
+        words.append(f"{_seeds(n - len(fitted))} never {'fits' if n - len(fitted) == 1 else 'fit'} the training set")
     return "; ".join(words)
 
 
 def timing_words(down: pd.DataFrame) -> str:
-    """Where the fall starts and where half of it is lost, over the seeds that collapse by the rule."""
+    """Where the fall starts and where half of the held fall is lost, over the seeds that anti-grok."""
     if down.empty:
-        return "no seed collapses by the rule, so no start of a fall is dated"
-    return (f"in the {len(down)} seed{'s' if len(down) > 1 else ''} that collapse by the rule the fall starts (the "
-            f"smoothed curve leaves its peak region for good) at {_step_words(down.t_collapse)}, and half of it is "
-            f"lost by {_step_words(down.t_half_fall)}")
+        return "no seed anti-groks by the rule, so no start of a fall is dated"
+    return (f"in the {_seeds(len(down))} that anti-grok the fall starts (the smoothed curve leaves its peak region "
+            f"for the rest of the stretch with train held) at {_step_words(down.t_collapse)}, and half of the fall "
+            f"with train held is lost by {_step_words(down.t_half_fall)}")
 
 
 def _step_words(values) -> str:
@@ -223,10 +237,17 @@ def _step_words(values) -> str:
 
 
 def weight_decay_words(wd0: pd.DataFrame, wd001: pd.DataFrame) -> str:
-    """What weight decay 0.01 does to the fall and to train accuracy, from the two runs' `collapse_table`s."""
-    a, b = float(wd001.fall.mean()), float(wd0.fall.mean())
-    return (f"weight decay makes the mean fall {'smaller' if a < b else 'no smaller'} ({a:.3f} against {b:.3f} "
-            f"without it), and smoothed train accuracy is held at {HIGH_TRAIN_ACCURACY:g} after the peak in "
+    """What weight decay 0.01 does to the held fall, the whole fall and the training fit, from the two
+    runs' `collapse_table`s."""
+    held = {key: float(table.held_fall.mean()) for key, table in (("wd0", wd0), ("wd001", wd001))}
+    whole = {key: float(table.fall.mean()) for key, table in (("wd0", wd0), ("wd001", wd001))}
+
+    def compared(values, noun):
+        word = "smaller" if values["wd001"] < values["wd0"] else "no smaller"
+        return f"makes the mean {noun} {word} ({values['wd001']:.3f} against {values['wd0']:.3f} without it)"
+
+    return (f"weight decay {compared(held, 'fall with train held')} and {compared(whole, 'whole fall')}, and "
+            f"smoothed train accuracy stays at or above {HIGH_TRAIN_ACCURACY:g} to the end in "
             f"{int(wd001.train_held.sum())} of {len(wd001)} seeds with it against {int(wd0.train_held.sum())} of "
             f"{len(wd0)} without")
 
@@ -242,8 +263,8 @@ def crossing_words(fc1: pd.DataFrame, collapse: pd.DataFrame) -> str:
              "(by seed)")
     if leads.empty:
         return words + ", with no counted collapse to lead"
-    return words + (f", with leads of {_list_text(leads)} steps over the start of the fall of the seeds that collapse "
-                    "(negative: after it)")
+    return words + (f", with leads of {_list_text(leads)} steps over the start of the fall of the seeds that "
+                    "anti-grok (negative: after it)")
 
 
 def _traps_by_peak(result: RunResult, layer: str) -> float:
@@ -256,13 +277,19 @@ def _traps_by_peak(result: RunResult, layer: str) -> float:
     return max(most)
 
 
+def smoothed_end(result: RunResult, column: str) -> pd.Series:
+    """Each seed's smoothed `column` at its last checkpoint (`grokutils.phases.smooth`)."""
+    return pd.Series({seed: phase_rule.smooth(frame.step.values, frame[column].values)[-1]
+                      for seed, frame in result.curves.sort_values("step").groupby("seed")}, dtype=float)
+
+
 def _run_claims(result: RunResult, key: str, collapse: pd.DataFrame) -> dict[str, str]:
     """The shared numbers of one run, keys prefixed with `key` (wd0, wd001); `collapse` is its
     `collapse_table`."""
     from grokutils import fits, paper
 
     crossing = alpha_crossing_table(result)
-    onset, mean_phases = trap_onset_table(result), phase_rule.find_phases(result.curves)
+    onset = trap_onset_table(result)
     down = collapse[collapse.collapsed]
     fc1 = crossing.xs("fc1", level="layer")
     leads = fc1.lead_steps[collapse.collapsed.reindex(fc1.index).fillna(False).astype(bool)]
@@ -271,16 +298,20 @@ def _run_claims(result: RunResult, key: str, collapse: pd.DataFrame) -> dict[str
     peaks = {seed: p.t_peak for seed, p in seed_phases(result).items()}
     at_peak = fitted[(fitted.layer == "fc1") & (fitted.step == fitted.seed.map(peaks))]
     out = {"n_seeds": str(len(collapse)), "n_collapsed": str(int(collapse.collapsed.sum())),
-           "fall": paper.mean_sd(collapse.fall, ".3f"), "fall_collapsed": paper.mean_sd(down.fall, ".3f"),
+           "fall": paper.mean_sd(collapse.fall, ".3f"), "held_fall": paper.mean_sd(collapse.held_fall, ".3f"),
+           "further_fall": paper.mean_sd(collapse.further_fall, ".3f"),
+           "n_slipped": str(int(collapse.t_slip.notna().sum())),
            "t_collapse": _steps_text(down.t_collapse), "t_half_fall": _steps_text(down.t_half_fall),
-           "peak_test": f"{mean_phases.peak_test_accuracy:.3f}", "final_test": f"{mean_phases.final_test_accuracy:.3f}",
-           "mean_curve_fall": f"{mean_phases.fall:.3f}",
-           "final_train": f"{result.curves.groupby('step').train_accuracy.mean().iloc[-1]:.3f}",
+           "peak_test": paper.mean_sd(collapse.peak_test_accuracy, ".3f"),
+           "held_test": paper.mean_sd(collapse.held_test_accuracy, ".3f"),
+           "final_test": paper.mean_sd(collapse.final_test_accuracy, ".3f"),
+           "final_train": paper.mean_sd(smoothed_end(result, "train_accuracy"), ".3f"),
            "lead_fc1": _list_text(leads), "n_fc1_below_2": str(int(fc1.t_below_2.notna().sum())),
            "alpha_peak_fc1": paper.mean_sd(fc1["alpha_grokking"], ".2f"),
            "traps_before_fc1": f"{onset.xs('fc1', level='layer').max_traps_before_collapse.max():g}",
            "traps_by_peak_fc1": f"{_traps_by_peak(result, 'fc1'):g}",
-           "min_train_after_peak": f"{collapse.min_train_accuracy_after_peak.min():.3f}",
+           "lowest_train": "not below the bar" if collapse.lowest_train.isna().all() else
+           f"{collapse.lowest_train.min():.3f}",
            "verdict_words": verdict_words(collapse), "fc1_crossing_words": crossing_words(fc1, collapse),
            "timing_words": timing_words(down),
            "first_trap_fc1": _steps_text(onset.xs("fc1", level="layer").first_step_with_trap),
@@ -318,7 +349,7 @@ def _comparison_words(wd0: RunResult, wd001: RunResult, falls: dict[str, float])
     """Sentences comparing the control with the WD = 0 run: which falls further (mean smoothed fall), and
     whether that run has the lower fixed-tail alphas at the end, the lower FC1 alpha at its peak and the
     more FC1 traps by its peak, as the papers' reading of the signals expects. `falls`: the mean
-    smoothed fall of each run ('wd0', 'wd001'), from its `collapse_table`."""
+    held fall (the anti-grokking depth) of each run ('wd0', 'wd001'), from its `collapse_table`."""
     from grokutils import fits
 
     def end_mean(result, layer):
@@ -327,14 +358,15 @@ def _comparison_words(wd0: RunResult, wd001: RunResult, falls: dict[str, float])
 
     deeper = "wd0" if falls["wd0"] >= falls["wd001"] else "wd001"
     names = {"wd0": "the run without weight decay", "wd001": "the control"}
-    deeper_name = f"{names[deeper]}, which falls further ({falls[deeper]:.3f} against {falls[_other(deeper)]:.3f})"
+    deeper_name = (f"{names[deeper]}, which falls further with train held ({falls[deeper]:.3f} against "
+                   f"{falls[_other(deeper)]:.3f})")
     lower = {layer for layer in ("fc1", "fc2") if end_mean(wd001, layer) < end_mean(wd0, layer)}
     heavier = {"wd001": lower, "wd0": {"fc1", "fc2"} - lower}
     layers_of = {key: " and ".join(sorted(layer.upper() for layer in value)) for key, value in heavier.items()}
     tails = ("with a fixed tail, " + " and ".join(
         f"{names[key]}'s {layers_of[key]} end{'s' if len(heavier[key]) == 1 else ''} with the lower alpha"
         for key in ("wd0", "wd001") if heavier[key]) + " (the heavier tail)")
-    further = f"falls further ({falls[deeper]:.3f} against {falls[_other(deeper)]:.3f})"
+    further = f"falls further with train held ({falls[deeper]:.3f} against {falls[_other(deeper)]:.3f})"
     tails += (f", and that run {further}, as the papers' reading expects" if heavier[deeper] == {"fc1", "fc2"} else
               f", while {names[deeper]} {further}")
     peak = {key: float(alpha_crossing_table(result).xs("fc1", level="layer")["alpha_grokking"].mean())
@@ -351,6 +383,27 @@ def _comparison_words(wd0: RunResult, wd001: RunResult, falls: dict[str, float])
     return {"control_tail_words": tails, "control_signal_words": signals}
 
 
+def _step_words_text(text: str) -> str:
+    """'step 1,000', 'steps 1,000 to 2,000', or the text as it is ('never', '...; never in 1')."""
+    if text.startswith("never"):
+        return "no step (never)"
+    return f"{'steps' if ' to ' in text.split(';')[0] else 'step'} {text}"
+
+
+def separation_words(separation: pd.DataFrame, best: str) -> str:
+    """Whether any rule tells the run without weight decay from the control (`alarm_eval.separation`),
+    with the firing steps of the rule `best` on both, in words."""
+    apart = list(separation.index[separation.separates == "yes"])
+    row = separation.loc[best]
+    firing = (f"'{best}' fires at {_step_words_text(row['fires on WD = 0'])} without weight decay and at "
+              f"{_step_words_text(row['fires on WD = 0.01'])} with it")
+    if not apart:
+        return ("no rule tested fires on every seed of the run without weight decay before any seed of the control: "
+                + firing)
+    return (f"{len(apart)} of {len(separation)} rules fire on every seed of the run without weight decay before any "
+            f"seed of the control ({'; '.join(repr(name) for name in apart)}); {firing}")
+
+
 def shared_claims(wd0: RunResult, wd001: RunResult) -> pd.Series:
     """Every number that more than one chapter states (collapse counts, falls, leads, alpha and traps
     at the end, the fit diagnostics, the alarm evaluation), as text: the one table chapters glue from."""
@@ -358,7 +411,8 @@ def shared_claims(wd0: RunResult, wd001: RunResult) -> pd.Series:
 
     collapse = {"wd0": collapse_table(wd0), "wd001": collapse_table(wd001)}  # computed once, read thrice
     shared = {**_run_claims(wd0, "wd0", collapse["wd0"]), **_run_claims(wd001, "wd001", collapse["wd001"])}
-    shared.update(_comparison_words(wd0, wd001, {key: float(table.fall.mean()) for key, table in collapse.items()}))
+    shared.update(_comparison_words(wd0, wd001, {key: float(table.held_fall.mean())
+                                                 for key, table in collapse.items()}))
     shared["wd_effect_words"] = weight_decay_words(collapse["wd0"], collapse["wd001"])
     runs = {"WD = 0": wd0, "WD = 0.01": wd001}
     evaluation = alarm_eval.evaluate(runs, {label: fits.fixed_tail_alpha(run) for label, run in runs.items()})
@@ -369,16 +423,15 @@ def shared_claims(wd0: RunResult, wd001: RunResult) -> pd.Series:
                    "alarm_best_hits": str(table.loc[best, "hit"]),
                    "alarm_best_false": str(table.loc[best, "false alarm"]),
                    "alarm_collapsing_seeds": str(table.loc[best, "collapsing seeds"]),
-                   "alarm_seeds": str(table.loc[best, "seeds"]), "alarm_best_leads": table.loc[best].iloc[-1],
+                   "alarm_seeds": str(table.loc[best, "seeds"]),
+                   "alarm_best_leads": table.loc[best, "lead over the fall's start (steps)"],
+                   "alarm_best_half_leads": table.loc[best, "lead over half the fall (steps)"],
                    "alarm_monitor_hits": str(monitor.hit), "alarm_monitor_false": str(monitor["false alarm"]),
                    "phase_rule": phase_rule.rule_text()})
-    best_rows = evaluation.xs(best, level="rule")
-    hits = best_rows[best_rows.outcome == "hit"]
-    ahead = int((hits.lead_steps > 0).sum())
-    control_false = int((best_rows.xs("WD = 0.01", level="run").outcome == "false alarm").sum())
-    shared["alarm_lead_words"] = (
-        f"{ahead} of its {len(hits)} hits came before the fall began, and it raised {control_false} false "
-        f"alarms on the {shared['wd001_n_seeds']} seeds of the weight-decay control")
+    hits = evaluation.xs(best, level="rule").query("outcome == 'hit'")
+    shared["alarm_lead_words"] = (f"{int((hits.lead_steps > 0).sum())} of its {len(hits)} hits came before the fall "
+                                  "began" if len(hits) else "it has no hit to time")
+    shared["alarm_separation_words"] = separation_words(alarm_eval.separation(evaluation, "WD = 0", "WD = 0.01"), best)
     for layer in ("fc1", "fc2", "average"):
         shared[f"paper_alpha_end_{layer}"] = paper.format_value(*paper.TABLE1_ALPHA[layer]["anti-grokking"])
     for layer in ("fc1", "fc2"):

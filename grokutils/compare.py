@@ -77,8 +77,9 @@ def paper_clock(steps, lr: float) -> np.ndarray:
 
 
 def edge_table(runs: dict[str, RunResult], layers: tuple[str, ...] = ("fc1", "fc2")) -> pd.DataFrame:
-    """One column per run: seeds collapsed, the fall per seed, and test accuracy, alpha and traps
-    at each phase edge of that run's own mean curves (`grokutils.phases`), mean ± sd over seeds."""
+    """One column per run: the seeds that anti-grok, the held and whole fall per seed, the lowest train
+    accuracy after the fit slips, and test accuracy, alpha and traps at each phase edge of that run's own
+    mean curves (`grokutils.phases`), mean ± sd over seeds."""
     from grokutils.claims import collapse_table
     from grokutils.paper import mean_sd
     from grokutils.phases import find_phases
@@ -86,9 +87,11 @@ def edge_table(runs: dict[str, RunResult], layers: tuple[str, ...] = ("fc1", "fc
     columns = {}
     for name, run in runs.items():
         seeds = collapse_table(run)
-        column = {"seeds collapsed": f"{int(seeds.collapsed.sum())} of {len(seeds)}",
-                  "fall, smoothed peak to end": mean_sd(seeds.fall, ".3f"),
-                  "lowest train accuracy after the peak": f"{seeds.min_train_accuracy_after_peak.min():.3f}"}
+        lowest = seeds.lowest_train.min()
+        column = {"seeds that anti-grok": f"{int(seeds.collapsed.sum())} of {len(seeds)}",
+                  "fall with train held (smoothed)": mean_sd(seeds.held_fall, ".3f"),
+                  "whole fall, smoothed peak to end": mean_sd(seeds.fall, ".3f"),
+                  "lowest smoothed train accuracy after the slip": "held" if pd.isna(lowest) else f"{lowest:.3f}"}
         for phase, step in find_phases(run.curves).edge_steps().items():
             at = f"at the end of {phase}"
             if step is None:
@@ -147,3 +150,27 @@ def first_divergence(run_a: RunResult, run_b: RunResult, column: str = "train_lo
     first = [int(apart.index[apart[seed]][0]) if apart[seed].any() else None for seed in seeds]
     return pd.DataFrame({"last shared step": int(steps.max()), "first step apart": pd.array(first, dtype="Int64")},
                         index=pd.Index(seeds, name="seed"))
+
+
+def precision_reading(falls: pd.DataFrame, held: int, level: float = 0.95) -> str:
+    """What the per-seed difference of two runs' falls shows (`fall_table`: 'fall a', 'fall b', 'fall
+    difference'), in words: its mean, a Student-t interval at `level` over the seeds, whether 0 lies
+    inside it and how large a difference the interval still allows, and the steps it covers, with
+    `held`, the number of run-a seeds whose training fit held to the end (from `collapse_table`)."""
+    from scipy import stats
+
+    difference, n = falls["fall difference"].astype(float), len(falls)
+    if n < 2:
+        raise ValueError(f"precision_reading needs at least 2 seeds, got {n}")
+    mean, half = float(difference.mean()), float(stats.t.ppf(0.5 + level / 2, n - 1) * difference.std() / n**0.5)
+    low, high = mean - half, mean + half
+    interval = f"{mean:+.3f}, {level:.0%} interval {low:+.3f} to {high:+.3f} over {n} seeds"
+    largest = max(abs(low), abs(high))
+    share = largest / float(falls["fall a"].mean())
+    if low <= 0 <= high:
+        reading = (f"{interval}: no difference is shown, but the interval still allows one of {largest:.3f}, "
+                   f"{share:.0%} of the fall")
+    else:
+        reading = f"{interval}: the first run's fall is {'deeper' if mean > 0 else 'shallower'}"
+    steps = f"the first {int(falls.step.iloc[0]):,} steps" if "step" in falls else "the runs' steps"
+    return reading + f"; it covers {steps} only, in which {held} of {n} seeds of the first run keep their training fit"

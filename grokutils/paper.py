@@ -24,7 +24,8 @@ TABLE1_ALPHA = {
 }
 
 # Table 2 (paper (a) Section 4.2; paper (b)): average correlation traps of FC1 and FC2, WD = 0 and WD > 0;
-# paper (a) reports 1 at grokking for WD = 0 where (b) reports 0 (we keep (b)).
+# paper (a) reports 1 at grokking for WD = 0 where (b) reports 0: we score (b)'s value and show (a)'s
+# beside it (TABLE2_TRAPS_PAPER_A).
 TABLE2_TRAPS = {
     0.0: {
         "fc1": {"pre-grokking": (0, None), "grokking": (0, None), "anti-grokking": (7.5, 5.6)},
@@ -35,6 +36,9 @@ TABLE2_TRAPS = {
         "fc2": {"pre-grokking": (0, None), "grokking": (0, None), "anti-grokking": (1.0, None)},
     },
 }
+
+# Where paper (a)'s Table 2 differs from (b)'s: (weight decay, layer, phase) -> paper (a)'s value.
+TABLE2_TRAPS_PAPER_A = {(0.0, "fc1", "grokking"): 1, (0.0, "fc2", "grokking"): 1}
 
 # Paper (a) Table 4 (Appendix D): FC1 W_rand against its MP fit, WD = 0. Its trap column repeats
 # Table 2's FC1 row (9 traps against 7.5 ± 5.6 there), so the scorecard scores traps once, in Table 2.

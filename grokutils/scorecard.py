@@ -15,12 +15,13 @@ import pandas as pd
 from grokutils import paper
 from grokutils.fits import with_fit_diagnostics
 from grokutils.measures import with_average_alpha
-from grokutils.phases import COLLAPSE_DROP, PEAK_BAND, SCALES, claim_steps, find_phases, seed_phases, smoothed_curves
+from grokutils.phases import COLLAPSE_DROP, SCALES, claim_steps, collapse_table, find_phases, smoothed_curves
 from grokutils.store import RunResult
 
 SD_FLOOR = {"alpha": 0.25, "traps": 1.0, "sigma_mp": 0.01, "ks": 0.01, "accuracy": 0.02}
 MAX_RELATIVE_TOLERANCE = 0.5  # no tolerance wider than half the paper's value
 VERDICTS = ("reproduced", "partly", "not reproduced", "not run yet")
+COUNTED = ("yes", "context", "derived")  # a row counts, or is shown as context (it cannot fail) or as derived
 RULE = (
     "**Value claims** (alpha, sigma_mp, KS statistic, accuracy, non-zero trap counts): *reproduced* when our "
     "mean over seeds lies within the tolerance of the paper's value. The tolerance is twice the combined "
@@ -31,12 +32,17 @@ RULE = (
     "phase has the paper's sign (for a non-zero trap count: traps are present in most seeds). Otherwise *not "
     "reproduced*; a claim about the first phase has no direction, so it is reproduced or not. "
     "**Count claims** (the paper reports 0 traps): reproduced when most seeds have 0, otherwise not. "
-    "**Phase claims** (Figure 1, Appendix C): judged per seed by the phase rule of `grokutils.phases`. "
-    "Accelerated runs are read at their own phase edges; the WD = 0.01 control's last row (the papers' "
-    "1e7 steps, the end of a run that does not collapse) at its last step. "
-    "*Not run yet*: no such run is stored, or it does not reach the step or phase the claim is about. "
-    "Each claim is scored once (Table 4's trap column repeats Table 2's FC1 row and is not scored again); "
-    "an alpha verdict that rests on a fit whose tail covers more than half of the spectrum is flagged.")
+    "**Phase claims** (Figure 1, Appendix C): judged per seed by the phase rule of `grokutils.phases`; a "
+    "seed collapses when it anti-groks, a fall of at least 0.05 with train accuracy held. "
+    "Accelerated runs, both of them alike, are read at their own phase edges (anti-grokking at its last "
+    "checkpoint with the fit held); a run that peaks but has no anti-grokking phase is read at its last "
+    "step there, as the papers read theirs at 1e7 steps. An anti-grokking row also shows the value at the "
+    "run's last step. *Not run yet*: no such run is stored, or it does not reach the step or phase the "
+    "claim is about. Each claim is scored once: Table 4's trap column repeats Table 2's FC1 row and is not "
+    "scored again; rows that cannot fail in these runs (train accuracy reaching 100%, sigma_mp of a "
+    "shuffled matrix before training has moved it) are shown as *context*, and the FC1-FC2 average alpha as *derived*; "
+    "neither is counted. Where papers (a) and (b) differ, (b)'s value is scored and (a)'s shown. "
+    "An alpha verdict that rests on a fit whose tail covers more than half of the spectrum is flagged.")
 
 
 def tolerance(paper_mean: float, paper_sd: float | None, our_sd: float, floor: float) -> float:
@@ -68,8 +74,13 @@ def count_verdict(per_seed: np.ndarray, paper_mean: float, tol: float) -> str:
 
 
 def claim_edges(result: RunResult, scale: str) -> dict[str, int | None]:
-    """Phase -> the checkpoint a claim about that phase is read at (`grokutils.phases.claim_steps`)."""
-    return claim_steps(result.curves, scale)
+    """Phase -> the checkpoint a claim about that phase is read at (`grokutils.phases.claim_steps`).
+    Accelerated, a run that peaks but does not anti-grok is read at its last step for anti-grokking (the
+    papers read their runs, the control included, at their last step, 1e7)."""
+    edges = claim_steps(result.curves, scale)
+    if scale == "accelerated" and edges["anti-grokking"] is None and edges["grokking"] is not None:
+        edges["anti-grokking"] = int(result.curves.step.max())
+    return edges
 
 
 def _sign_holds(ours_now: float, ours_before: float, paper_now: float, paper_before: float) -> bool | None:
@@ -80,9 +91,9 @@ def _sign_holds(ours_now: float, ours_before: float, paper_now: float, paper_bef
 
 
 def _row(source: str, claim: str, paper_text: str, ours_text: str, tol_text: str, verdict: str,
-         flagged: bool = False) -> dict:
+         flagged: bool = False, counted: str = "yes") -> dict:
     return {"source": source, "claim": claim, "paper": paper_text, "ours": ours_text, "tolerance": tol_text,
-            "verdict": verdict, "flagged": flagged}
+            "verdict": verdict, "flagged": flagged, "counted": counted}
 
 
 def _per_seed(frame: pd.DataFrame, layer: str, step: int | None, column: str) -> pd.Series:
@@ -105,9 +116,12 @@ def _layer_frame(result: RunResult) -> pd.DataFrame:
     return averaged
 
 
-def _layer_claims(result: RunResult, column: str, table: dict, source: str, edges: dict) -> list[dict]:
-    """Claims on a per-layer column (alpha or traps), each phase read at `edges[phase]`."""
-    frame, rows = _layer_frame(result), []
+def _layer_claims(result: RunResult, column: str, table: dict, source: str, edges: dict,
+                  paper_a: dict | None = None) -> list[dict]:
+    """Claims on a per-layer column (alpha or traps), each phase read at `edges[phase]`; an anti-grokking
+    row also shows the value at the last step. `paper_a`: (layer, phase) -> paper (a)'s value where it
+    differs from the one scored. The FC1-FC2 average is a derived row."""
+    frame, rows, last = _layer_frame(result), [], int(result.curves.step.max())
     for layer, by_phase in table.items():
         before = None
         for phase, (mean, sd) in by_phase.items():
@@ -124,18 +138,16 @@ def _layer_claims(result: RunResult, column: str, table: dict, source: str, edge
                 verdict = value_verdict(ours, mean, tol, holds)
             note = f"; wide tail in {int(flags.astype(bool).sum())}/{len(flags)} seeds" if flagged else ""
             ours_text = "-" if not np.isfinite(ours) else f"{paper.mean_sd(values)} (step {step:,}{note})"
+            if phase == "anti-grokking" and np.isfinite(ours) and step != last:
+                ours_text += f"; last step: {paper.mean_sd(_per_seed(frame, layer, last, column))} (step {last:,})"
             tol_text = "0 in most seeds" if column == "traps" and mean == 0 else f"± {tol:.2g}"
-            rows.append(_row(source, f"{column} {layer}, {phase}", paper.format_value(mean, sd), ours_text,
-                             tol_text, verdict, flagged))
+            paper_text = paper.format_value(mean, sd)
+            if paper_a and (layer, phase) in paper_a:
+                paper_text += f" (b); {paper_a[layer, phase]:g} (a)"
+            rows.append(_row(source, f"{column} {layer}, {phase}", paper_text, ours_text, tol_text, verdict, flagged,
+                             "derived" if layer == "average" else "yes"))
             before = (ours, mean)
     return rows
-
-
-def _seed_collapses(result: RunResult) -> tuple[int, int, pd.Series]:
-    """(seeds collapsed by the phase rule, seeds, smoothed final test accuracy per seed)."""
-    by_seed = seed_phases(result.curves)
-    finals = pd.Series({seed: p.final_test_accuracy for seed, p in by_seed.items()}, dtype=float)
-    return sum(p.collapsed for p in by_seed.values()), len(by_seed), finals
 
 
 def _phase_claims(wd0: RunResult, wd001: RunResult | None, scale: str) -> list[dict]:
@@ -151,34 +163,39 @@ def _phase_claims(wd0: RunResult, wd001: RunResult | None, scale: str) -> list[d
         (lambda value, span: value is not None)
     rows = []
 
-    def add(claim, paper_text, ours, tol, verdict, needed, source="Fig 1 (a)"):
+    def add(claim, paper_text, ours, tol, verdict, needed, source="Fig 1 (a)", counted="yes"):
         done = reached(needed)
-        rows.append(_row(source, claim, paper_text, ours if done else "-", tol, verdict if done else "not run yet"))
+        rows.append(_row(source, claim, paper_text, ours if done else "-", tol, verdict if done else "not run yet",
+                         counted=counted))
 
     add("train accuracy reaches 100%", "saturates between 1e4 and 1e5 steps",
         f"step {fit:,}" if fit is not None else f"not by step {last:,}", "as stated",
-        "not reproduced" if fit is None else "reproduced" if in_range(fit, paper.FIT_STEPS) else "partly", 10**5)
+        "not reproduced" if fit is None else "reproduced" if in_range(fit, paper.FIT_STEPS) else "partly", 10**5,
+        counted="context")
     rise = phases.peak_test_accuracy - float(smoothed_curves(wd0.curves).test_accuracy.get(fit, np.nan)) \
         if fit is not None else np.nan
-    left_peak = phases.final_test_accuracy < phases.peak_test_accuracy - PEAK_BAND
     grokked = bool(np.isfinite(rise) and rise >= COLLAPSE_DROP)
-    add("test accuracy rises after the fit, peaks, then leaves its peak", "peaks near 1e6 steps",
-        f"rise {rise:.3f} to {phases.peak_test_accuracy:.3f} at step {peak:,}; end {phases.final_test_accuracy:.3f}"
-        if grokked else "no rise after the fit", f"rise ≥ {COLLAPSE_DROP:g}, end below the {PEAK_BAND:g} band",
-        "not reproduced" if not grokked else "reproduced" if left_peak and in_range(peak, paper.PEAK_STEPS)
-        else "partly", 10**6)
-    n_down, n, finals = _seed_collapses(wd0)
-    tol = tolerance(paper.COLLAPSE_TEST_ACCURACY, None, finals.std() if n > 1 else 0.0, SD_FLOOR["accuracy"])
-    most = n_down > n / 2
+    add("test accuracy rises after the fit and peaks", "peaks near 1e6 steps",
+        f"rise {rise:.3f} to {phases.peak_test_accuracy:.3f} at step {peak:,}" if grokked else "no rise after the fit",
+        f"rise ≥ {COLLAPSE_DROP:g}", "not reproduced" if not grokked else "reproduced"
+        if in_range(peak, paper.PEAK_STEPS) else "partly", 10**6)
+    table = collapse_table(wd0.curves)
+    n_down, n, held = int(table.collapsed.sum()), len(table), table.held_test_accuracy
+    tol = tolerance(paper.COLLAPSE_TEST_ACCURACY, None, held.std() if n > 1 else 0.0, SD_FLOOR["accuracy"])
+    slipped = table[table.t_slip.notna()]
+    after = (f"; then {len(slipped)} lose the fit (train down to {slipped.lowest_train.min():.3f}) and end at "
+             f"{paper.mean_sd(table.final_test_accuracy, '.3f')}") if len(slipped) else ""
     add("WD = 0: test accuracy collapses, train accuracy held", f"collapses (to {paper.COLLAPSE_TEST_ACCURACY:g})",
-        f"{n_down} of {n} seeds collapse; smoothed end {paper.mean_sd(finals, '.3f')}",
-        f"most seeds collapse; end ± {tol:.2g}", "not reproduced" if not most else "reproduced"
-        if abs(finals.mean() - paper.COLLAPSE_TEST_ACCURACY) <= tol else "partly", 10**7)
+        f"{n_down} of {n} seeds anti-grok, by {paper.mean_sd(table.held_fall, '.3f')}, to "
+        f"{paper.mean_sd(held, '.3f')} with train held{after}",
+        f"most seeds anti-grok; test with train held ± {tol:.2g}", "not reproduced" if n_down <= n / 2 else
+        "reproduced" if abs(held.mean() - paper.COLLAPSE_TEST_ACCURACY) <= tol else "partly", 10**7)
     if wd001 is not None:
-        n_down, n, finals = _seed_collapses(wd001)
+        control = collapse_table(wd001.curves)
+        n_down, n = int(control.collapsed.sum()), len(control)
         add("WD = 0.01: no collapse (test accuracy plateaus)", "dips slightly, then plateaus",
-            f"{n_down} of {n} seeds collapse; smoothed end {paper.mean_sd(finals, '.3f')}",
-            "most seeds do not collapse",
+            f"{n_down} of {n} seeds anti-grok (falls with train held {paper.mean_sd(control.held_fall, '.3f')}); "
+            f"smoothed end {paper.mean_sd(control.final_test_accuracy, '.3f')}", "most seeds do not anti-grok",
             "reproduced" if n - n_down > n / 2 else "not reproduced", 10**7, source="Appendix C (a)")
     return rows
 
@@ -190,8 +207,9 @@ def _ks_claims(result: RunResult, edges: dict) -> list[dict]:
     """Table 4: sigma_mp and the KS statistic of FC1's W_rand, each phase read at `edges[phase]`."""
     from grokutils import traps
 
+    last = int(result.curves.step.max())
     steps = [step for step in edges.values() if step is not None]
-    picked = result.layers[result.layers.step.isin(steps)]
+    picked = result.layers[result.layers.step.isin(steps + ([last] if edges.get("anti-grokking") else []))]
     refit = traps.refit_run(dataclasses.replace(result, layers=picked), layers=("fc1",)) if steps else None
     rows = []
     for column in KS_COLUMNS:
@@ -202,9 +220,12 @@ def _ks_claims(result: RunResult, edges: dict) -> list[dict]:
             ours = float(values.mean()) if len(values) else np.nan
             tol = tolerance(reported[column], None, values.std() if len(values) > 1 else 0.0, SD_FLOOR[column])
             holds = None if before is None else _sign_holds(ours, before[0], reported[column], before[1])
-            rows.append(_row("Table 4 (a)", f"FC1 W_rand {column}, {phase}", f"{reported[column]:g}",
-                             "-" if np.isnan(ours) else f"{paper.mean_sd(values, '.4g')} (step {edges[phase]:,})",
-                             f"± {tol:.2g}", value_verdict(ours, reported[column], tol, holds)))
+            ours_text = "-" if np.isnan(ours) else f"{paper.mean_sd(values, '.4g')} (step {edges[phase]:,})"
+            if phase == "anti-grokking" and np.isfinite(ours) and edges[phase] != last:
+                ours_text += f"; last step: {paper.mean_sd(refit[refit.step == last][column], '.4g')} (step {last:,})"
+            rows.append(_row("Table 4 (a)", f"FC1 W_rand {column}, {phase}", f"{reported[column]:g}", ours_text,
+                             f"± {tol:.2g}", value_verdict(ours, reported[column], tol, holds),
+                             counted="context" if (column, phase) == ("sigma_mp", "pre-grokking") else "yes"))
             before = (ours, reported[column])
     return rows
 
@@ -215,22 +236,14 @@ def _claims(wd0: RunResult, wd001: RunResult | None, scale: str) -> list[dict]:
         raise ValueError(f"wd0 must be a weight_decay=0 run, got weight_decay={wd0.config.weight_decay}")
     edges = claim_edges(wd0, scale)
     rows = _phase_claims(wd0, wd001, scale)
-    rows += _layer_claims(wd0, "alpha", paper.TABLE1_ALPHA, "Table 1 (a)", edges)
-    rows += _layer_claims(wd0, "traps", paper.TABLE2_TRAPS[0.0], "Table 2 (a), WD = 0", edges)
+    rows += _layer_claims(wd0, "alpha", paper.TABLE1_ALPHA, "Table 1 (a, b)", edges)
+    differs = {(layer, phase): value for (wd, layer, phase), value in paper.TABLE2_TRAPS_PAPER_A.items() if wd == 0}
+    rows += _layer_claims(wd0, "traps", paper.TABLE2_TRAPS[0.0], "Table 2 (a, b), WD = 0", edges, differs)
     rows += _ks_claims(wd0, edges)
     if wd001 is not None:
-        rows += _layer_claims(wd001, "traps", paper.TABLE2_TRAPS[0.01], "Table 2 (a), WD > 0",
-                              control_edges(wd001, scale))
+        rows += _layer_claims(wd001, "traps", paper.TABLE2_TRAPS[0.01], "Table 2 (a, b), WD > 0",
+                              claim_edges(wd001, scale))
     return rows
-
-
-def control_edges(result: RunResult, scale: str) -> dict[str, int | None]:
-    """The control's steps: as `claim_edges`, but its 'anti-grokking' row (the papers' 1e7 steps, the end
-    of their control run, which does not collapse) is read at our last step once the run has peaked."""
-    edges = claim_edges(result, scale)
-    if scale == "accelerated" and edges["anti-grokking"] is None and edges["grokking"] is not None:
-        edges["anti-grokking"] = int(result.curves.step.max())
-    return edges
 
 
 PER_SCALE = ("ours", "tolerance", "verdict", "flagged")
@@ -248,7 +261,7 @@ def mlp_scorecard(accelerated: tuple[RunResult, RunResult | None] | None,
         raise ValueError("mlp_scorecard needs at least one of accelerated or paper_scale runs, got neither")
     cards = {scale: pd.DataFrame(_claims(*runs, scale)) for scale, runs in zip(SCALES, (accelerated, paper_scale))
              if runs is not None}
-    keys = ["source", "claim", "paper"]
+    keys = ["source", "claim", "paper", "counted"]
     card = next(iter(cards.values()))[keys].copy()
     for scale in SCALES:
         scored = cards[scale].set_index(["source", "claim"])[list(PER_SCALE)] if scale in cards else None
@@ -302,8 +315,10 @@ def modadd_scorecard(result: RunResult) -> pd.DataFrame:
 
 
 def verdict_counts(card: pd.DataFrame, column: str = "verdict") -> pd.Series:
-    """How many claims got each verdict in `column` (all four verdicts listed, zeros included)."""
-    return card[column].value_counts().reindex(list(VERDICTS), fill_value=0)
+    """How many counted claims got each verdict in `column` (all four verdicts listed, zeros included;
+    context and derived rows are left out)."""
+    counted = card[card.counted == "yes"] if "counted" in card else card
+    return counted[column].value_counts().reindex(list(VERDICTS), fill_value=0)
 
 
 def flagged_counts(card: pd.DataFrame, scale: str = "accelerated") -> pd.Series:

@@ -45,8 +45,8 @@ def test_first_firing_needs_the_condition_to_persist():
 @pytest.mark.parametrize("spec, expected", [
     ((True, 3.9), "hit"),  # crosses in the peak region, before half of the fall
     ((True, 2.5), "false alarm"),  # crosses before the peak region begins
-    ((True, 4.8), "late"),  # crosses after half of the fall
-    ((True, None), "late"),  # never fires on a collapse: a miss
+    ((True, 4.8), "miss"),  # crosses after half of the fall
+    ((True, None), "miss"),  # never fires on a collapse
     ((False, 3.9), "false alarm"),  # fires on a run that holds its accuracy
     ((False, None), "quiet"),
 ])
@@ -60,7 +60,7 @@ def test_trap_rule_fires_on_a_trap_present_from_the_start_and_the_rise_rule_does
     evaluation = alarm_eval.evaluate({"run": _run((True, None, 0.0), (True, None, 3.9))})
     assert evaluation.loc[("any trap in FC1 or FC2", "run", 0), "outcome"] == "false alarm"
     rise = "FC1 traps >= early level + 2, 3 checkpoints"
-    assert evaluation.loc[(rise, "run", 0), "outcome"] == "late"  # the early level is already 5: no rise
+    assert evaluation.loc[(rise, "run", 0), "outcome"] == "miss"  # the early level is already 5: no rise
     assert evaluation.loc[(rise, "run", 1), "outcome"] == "hit"
 
 
@@ -69,6 +69,9 @@ def test_summary_and_recommendation():
     table = alarm_eval.summary(evaluation)
     row = table.loc["FC1 or FC2 alpha < 2"]
     assert (row["collapsing seeds"], row.hit, row["false alarm"], row.quiet) == (2, 2, 0, 1)
+    hits = evaluation[evaluation.outcome == "hit"].xs("FC1 or FC2 alpha < 2", level="rule")
+    assert (hits.lead_half_steps > hits.lead_steps).all()  # half the fall comes after its start
+    assert row["lead over the fall's start (steps)"] == alarm_eval._leads(hits.lead_steps)
     assert "Supported on these runs" in alarm_eval.recommendation(table)
     table.loc[:, "false alarm"] = 1
     assert alarm_eval.recommendation(table).startswith("No rule tested works on these runs")
@@ -85,3 +88,22 @@ def test_detector_figure_draws_one_panel_per_rule():
     fig = detector_figure(alarm_eval.evaluate({"run": _run((True, 3.9), (False, 3.9))}))
     assert sum(ax.get_visible() for ax in fig.axes) == len(alarm_eval.RULES)
     plt.close(fig)
+
+
+def test_separation_needs_every_seed_of_the_run_to_fire_before_any_seed_of_the_control():
+    early, late = _run((True, 3.9), (True, 3.9)), _run((True, 4.8), (False, None))
+    table = alarm_eval.separation(alarm_eval.evaluate({"a": early, "b": late}), "a", "b")
+    row = table.loc["FC1 or FC2 alpha < 2"]
+    assert row.separates == "yes" and row["fires on b"].endswith("; never in 1")
+    assert alarm_eval.separation(alarm_eval.evaluate({"a": late, "b": early}), "a", "b").loc[
+        "FC1 or FC2 alpha < 2"].separates == "no"  # seed 1 of a never fires
+    assert alarm_eval.separation(alarm_eval.evaluate({"a": early, "b": early}), "a", "b").loc[
+        "FC1 or FC2 alpha < 2"].separates == "no"  # a tie is not a separation
+
+
+def test_a_recommendation_from_runs_that_all_collapse_says_false_alarms_are_untested():
+    table = alarm_eval.summary(alarm_eval.evaluate({"a": _run((True, 3.9), (True, 3.9))}))
+    assert alarm_eval.recommendation(table).endswith("cannot show whether a rule would stay quiet on a run that "
+                                                     "keeps its test accuracy.")
+    mixed = alarm_eval.summary(alarm_eval.evaluate({"a": _run((True, 3.9), (False, None))}))
+    assert "cannot show" not in alarm_eval.recommendation(mixed)

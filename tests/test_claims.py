@@ -44,28 +44,45 @@ def test_collapse_found_per_seed_with_its_size_and_step():
     assert bool(table.loc[0, "collapsed"])
 
 
-def test_a_collapse_with_falling_train_accuracy_is_not_counted_as_one():
-    run = _run(test=[0.1, 0.2, 0.5, 0.8, 0.7, 0.55], alpha_fc1=[5] * 6, traps_fc1=[0] * 6, l2=[1] * 6,
-               train=[0.1, 0.5, 1.0, 1.0, 0.95, 0.9])
-    assert not claims.collapse_table(run).collapsed.any()
+SLIPPING = _run(test=[0.1, 0.2, 0.5, 0.8, 0.7, 0.55], alpha_fc1=[5] * 6, traps_fc1=[0] * 6, l2=[1] * 6,
+                train=[0.1, 0.5, 1.0, 1.0, 0.95, 0.9])  # train slips right after the peak, with the fall
+HOLDS_THEN_SLIPS = _run(test=[0.1, 0.2, 0.5, 0.8, 0.7, 0.55], alpha_fc1=[5] * 6, traps_fc1=[0] * 6, l2=[1] * 6,
+                        train=[0.1, 0.5, 1.0, 1.0, 1.0, 0.9])  # 0.1 lost with train held, then 0.15 more
 
 
-def test_verdict_in_words_counts_a_fall_with_slipping_train_apart():
-    slipping = _run(test=[0.1, 0.2, 0.5, 0.8, 0.7, 0.55], alpha_fc1=[5] * 6, traps_fc1=[0] * 6, l2=[1] * 6,
-                    train=[0.1, 0.5, 1.0, 1.0, 0.95, 0.9])
-    words = claims.verdict_words(claims.collapse_table(slipping))
-    assert words.startswith("0 of 2 seeds anti-grok by the rule; 2 fall by 0.05 or more")
-    assert "down to 0.900" in words
-    assert claims.verdict_words(claims.collapse_table(COLLAPSING)) == "2 of 2 seeds anti-grok by the rule"
+def test_a_fall_that_comes_with_falling_train_accuracy_is_not_anti_grokking():
+    table = claims.collapse_table(SLIPPING)
+    assert not table.collapsed.any() and (table.held_fall == 0).all()
+    assert table.further_fall.tolist() == pytest.approx([0.25, 0.25]) and (table.lowest_train == 0.9).all()
+
+
+def test_a_fall_with_train_held_then_slipping_is_split_and_counted_by_its_held_part():
+    table = claims.collapse_table(HOLDS_THEN_SLIPS)
+    assert table.collapsed.all() and table.held_fall.tolist() == pytest.approx([0.1, 0.1])
+    assert (table.t_held_end == 10_000).all() and (table.t_slip == 100_000).all()
+    assert table.further_fall.tolist() == pytest.approx([0.15, 0.15])
+
+
+def test_verdict_in_words_gives_both_parts_of_the_fall():
+    assert claims.verdict_words(claims.collapse_table(SLIPPING)) == (
+        "0 of 2 seeds anti-grok by the rule (a fall of at least 0.05 with train accuracy held at 0.99); 2 seeds "
+        "fall less than 0.05 with train held (0.000 and 0.000); 2 of 2 then lose their training fit (smoothed "
+        "train accuracy down to 0.900) and fall 0.250 and 0.250 more")
+    assert claims.verdict_words(claims.collapse_table(HOLDS_THEN_SLIPS)).startswith(
+        "2 of 2 seeds anti-grok by the rule (a fall of at least 0.05 with train "
+        "accuracy held at 0.99), by 0.100 and 0.100; 2 of 2 then lose their training fit")
+    assert claims.verdict_words(claims.collapse_table(COLLAPSING)).endswith(
+        "by 0.250 and 0.250; train accuracy stays at or above 0.99 to the end in every seed that fits")
     flat = _run(test=[0.1, 0.2, 0.5, 0.8, 0.79, 0.78], alpha_fc1=[5] * 6, traps_fc1=[0] * 6, l2=[1] * 6)
-    assert claims.verdict_words(claims.collapse_table(flat)).endswith("2 stay within 0.05 of their peak")
+    assert "; 2 seeds fall less than 0.05 with train held (0.020 and 0.020);" in claims.verdict_words(
+        claims.collapse_table(flat))
 
 
 def test_crossing_words_lead_only_over_counted_collapses():
     collapse = claims.collapse_table(COLLAPSING)
     fc1 = claims.alpha_crossing_table(COLLAPSING).xs("fc1", level="layer")
     assert claims.crossing_words(fc1, collapse).endswith("with leads of +0 and +0 steps over the start of the fall "
-                                                         "of the seeds that collapse (negative: after it)")
+                                                         "of the seeds that anti-grok (negative: after it)")
     none = collapse.assign(collapsed=False)
     assert claims.crossing_words(fc1, none).endswith("with no counted collapse to lead")
     assert claims.crossing_words(fc1.assign(t_below_2=pd.NA), collapse) == "never settles below 2 for good"
@@ -136,10 +153,31 @@ def test_sensitivity_in_words(counts, expected):
 
 def test_timing_and_weight_decay_words():
     collapse = claims.collapse_table(COLLAPSING)
-    assert claims.timing_words(collapse[collapse.collapsed]).startswith("in the 2 seeds that collapse by the rule")
-    assert claims.timing_words(collapse.iloc[:0]) == "no seed collapses by the rule, so no start of a fall is dated"
-    slipping = _run(test=[0.1, 0.2, 0.5, 0.8, 0.7, 0.55], alpha_fc1=[5] * 6, traps_fc1=[0] * 6, l2=[1] * 6,
-                    train=[0.1, 0.5, 1.0, 1.0, 0.95, 0.9])
-    words = claims.weight_decay_words(claims.collapse_table(slipping), collapse)
-    assert words.startswith("weight decay makes the mean fall no smaller")
-    assert words.endswith("held at 0.99 after the peak in 2 of 2 seeds with it against 0 of 2 without")
+    assert claims.timing_words(collapse[collapse.collapsed]).startswith("in the 2 seeds that anti-grok the fall starts")
+    assert claims.timing_words(collapse.iloc[:0]) == "no seed anti-groks by the rule, so no start of a fall is dated"
+    words = claims.weight_decay_words(claims.collapse_table(SLIPPING), collapse)
+    assert words.startswith("weight decay makes the mean fall with train held no smaller (0.250 against 0.000 "
+                            "without it) and makes the mean whole fall no smaller (0.250 against 0.250 without it)")
+    assert words.endswith("to the end in 2 of 2 seeds with it against 0 of 2 without")
+
+
+def test_turning_words_say_when_nothing_was_tested():
+    turns = claims.measure_turn_table(COLLAPSING)
+    assert claims.turning_words(turns.iloc[:0]) == ("none tested: no seed anti-groks, so there is no fall for a "
+                                                    "measure to mark")
+    n = turns.index.get_level_values("measure").nunique()
+    words = claims.turning_words(turns.assign(turns=True), {"l2_norm": "l2 norm"})
+    assert words.startswith("l2 norm, ") and words.endswith(f"({n} of the {n} measures tested on 2 seeds)")
+    assert claims.turning_words(turns.assign(turns=False)) == f"none of the {n} measures tested on 2 seeds"
+
+
+def test_separation_words_name_the_firing_steps_of_the_best_rule():
+    table = pd.DataFrame({"fires on WD = 0": ["35,112 to 53,367", "never"], "fires on WD = 0.01": ["20,806", "100"],
+                          "separates": ["no", "no"]}, index=pd.Index(["alpha", "traps"], name="rule"))
+    assert claims.separation_words(table, "alpha") == (
+        "no rule tested fires on every seed of the run without weight decay before any seed of the control: 'alpha' "
+        "fires at steps 35,112 to 53,367 without weight decay and at step 20,806 with it")
+    apart = table.assign(separates=["yes", "no"])
+    assert claims.separation_words(apart, "traps").startswith("1 of 2 rules fire on every seed of the run without "
+                                                             "weight decay before any seed of the control ('alpha'); "
+                                                             "'traps' fires at no step (never) without")

@@ -63,8 +63,11 @@ def falling_run(name: str, fall: float) -> RunResult:
 
 def test_edge_table_reads_each_run_at_its_own_edges():
     table = compare.edge_table({"falls": falling_run("a", 0.3), "holds": falling_run("b", 0.0)}, layers=("fc1",))
-    assert table.loc["seeds collapsed"].tolist() == ["2 of 2", "0 of 2"]
-    assert float(table.loc["fall, smoothed peak to end", "falls"].split()[0]) == pytest.approx(0.3, abs=0.01)
+    assert table.loc["seeds that anti-grok"].tolist() == ["2 of 2", "0 of 2"]
+    assert float(table.loc["whole fall, smoothed peak to end", "falls"].split()[0]) == pytest.approx(0.3, abs=0.01)
+    rows = ("fall with train held (smoothed)", "whole fall, smoothed peak to end")
+    assert table.loc[rows[0], "falls"] == table.loc[rows[1], "falls"]
+    assert table.loc["lowest smoothed train accuracy after the slip"].tolist() == ["held", "held"]
     assert table.loc["step at the end of anti-grokking", "holds"] == "not reached"
     assert table.loc["fc1 alpha at the end of anti-grokking", "falls"] == "3.00 ± 0.00"
     assert table.loc["fc1 alpha at the end of anti-grokking", "holds"] == "-"
@@ -103,3 +106,18 @@ def test_first_divergence_per_seed_at_exactly_shared_steps():
     table = compare.first_divergence(a, b, "test_accuracy")
     assert table["last shared step"].tolist() == [100, 100]
     assert pd.isna(table.loc[0, "first step apart"]) and table.loc[1, "first step apart"] == 10
+
+
+def test_precision_reading_gives_an_interval_and_what_it_still_allows():
+    falls = pd.DataFrame({"fall a": [0.10, 0.12, 0.11], "fall b": [0.10, 0.10, 0.12], "step": [200_000] * 3})
+    falls["fall difference"] = falls["fall a"] - falls["fall b"]
+    words = compare.precision_reading(falls, held=3)
+    # mean +0.0033, sd 0.0153, t(0.975, 2) = 4.303: half-width 0.038
+    assert words.startswith("+0.003, 95% interval -0.035 to +0.041 over 3 seeds: no difference is shown, but the "
+                            "interval still allows one of 0.041, 38% of the fall")
+    assert words.endswith("it covers the first 200,000 steps only, in which 3 of 3 seeds of the first run keep "
+                          "their training fit")
+    apart = falls.assign(**{"fall difference": [0.05, 0.06, 0.055]})
+    assert "the first run's fall is deeper" in compare.precision_reading(apart, held=1)
+    with pytest.raises(ValueError, match="at least 2 seeds, got 1"):
+        compare.precision_reading(falls.iloc[:1], held=1)

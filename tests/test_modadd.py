@@ -152,11 +152,14 @@ def test_the_search_bar_needs_a_fall_of_0_2_with_train_accuracy_held():
     from grokutils.phases import Phases
 
     def phases(peak, final, held, fit=10):
-        return Phases(fit, 100, None, 1000, peak, final, train_held=held)
+        """Train held to the end, or slipping at step 600 with test still at its peak before it."""
+        return Phases(fit, 100, None, 1000, peak, final, t_held_end=1000 if held else 500,
+                      held_test_accuracy=final if held else peak, t_slip=None if held else 600)
 
     assert modadd_plots.search_verdict(phases(1.0, 0.79, True)).startswith("yes")
     assert modadd_plots.search_verdict(phases(1.0, 0.81, True)) == "no: falls 0.19 (< 0.2)"
-    assert "not held" in modadd_plots.search_verdict(phases(1.0, 0.3, False))
+    assert modadd_plots.search_verdict(phases(1.0, 0.3, False)) == (
+        "no: falls 0.70, but only 0.00 with train accuracy held")
     assert modadd_plots.search_verdict(phases(0.1, 0.0, False, fit=None)) == "no: never fits the training set"
 
 

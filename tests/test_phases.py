@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from grokutils import phases as ph
-from grokutils.phases import claim_steps, collapse_table, find_phases, seed_phases, smooth
+from grokutils.phases import FIT_LOST, claim_steps, collapse_table, find_phases, seed_phases, smooth
 
 STEPS = np.unique(np.r_[0, np.round(np.logspace(0, 5, 100)).astype(int)])  # log-spaced, like a stored run
 LOGS = np.log10(STEPS + 1.0)
@@ -119,16 +119,15 @@ def test_empty_curves_rejected():
         find_phases(pd.DataFrame(columns=["seed", "step", "train_accuracy", "test_accuracy"]))
 
 
-# --- issue 31: a fall split where training accuracy slips --------------------------------------
+# --- a fall split where training accuracy slips ------------------------------------------------
 
 
 def test_a_fall_with_train_held_is_all_anti_grokking_depth():
-    test = np.where(LOGS < 4.0, _plateau(), 0.85 - 0.3 * np.clip((LOGS - 4.0) / 0.5, 0, 1))
-    split = ph.split_fall(STEPS, np.where(STEPS >= 100, 1.0, 0.5), test)
-    assert split.anti_groks and split.held_fall == pytest.approx(0.3)
-    assert split.t_slip is None and split.further_fall == 0.0 and split.t_held_end == 100_000
-    assert split.verdict().startswith("anti-groks by 0.300 with train held (steps ")
-    assert find_phases(_curve(test)).fall == pytest.approx(split.held_fall)  # the rule's fall, when train holds
+    phases = find_phases(_curve(np.where(LOGS < 4.0, _plateau(), 0.85 - 0.3 * np.clip((LOGS - 4.0) / 0.5, 0, 1))))
+    assert phases.collapsed and phases.held_fall == pytest.approx(0.3) == pytest.approx(phases.fall)
+    assert phases.t_slip is None and phases.further_fall == 0.0 and phases.t_held_end == 100_000
+    assert phases.train_held and FIT_LOST not in phases.spans()
+    assert phases.verdict().startswith("anti-groks by 0.300 with train held (steps ")
 
 
 def test_a_fall_that_holds_train_then_slips_is_split_at_the_slip():
@@ -136,27 +135,40 @@ def test_a_fall_that_holds_train_then_slips_is_split_at_the_slip():
     and test falls to 0.55: 0.15 of anti-grokking, then 0.15 more with the fit lost."""
     test = np.where(LOGS < 4.0, _plateau(), np.where(LOGS < 4.5, 0.7, 0.55))
     train = np.where(STEPS >= 100, np.where(LOGS < 4.5, 1.0, 0.95), 0.5)
-    split = ph.split_fall(STEPS, train, test)
-    assert split.anti_groks and split.held_fall == pytest.approx(0.15)
-    assert split.further_fall == pytest.approx(0.15) and split.lowest_train == pytest.approx(0.95)
-    assert STEPS[_at(4.4)] <= split.t_held_end < split.t_slip <= STEPS[_at(4.6)]
-    assert "then loses its training fit from step" in split.verdict() and "falls 0.150 more" in split.verdict()
-    assert not find_phases(_curve(test, train)).collapsed  # the one-piece rule counts none of it
+    phases = find_phases(_curve(test, train))
+    assert phases.collapsed and phases.held_fall == pytest.approx(0.15) and not phases.train_held
+    assert phases.further_fall == pytest.approx(0.15) and phases.lowest_train == pytest.approx(0.95)
+    assert phases.fall == pytest.approx(0.3)
+    assert STEPS[_at(4.4)] <= phases.t_held_end < phases.t_slip <= STEPS[_at(4.6)]
+    assert phases.t_collapse <= phases.t_half_fall <= phases.t_held_end
+    spans = phases.spans()
+    assert spans["anti-grokking"] == (phases.t_collapse, phases.t_held_end)
+    assert spans[FIT_LOST] == (phases.t_slip, 100_000)
+    assert phases.edge_steps()["anti-grokking"] == phases.t_held_end  # read with the fit held, not at the end
+    assert "then loses its training fit from step" in phases.verdict() and "falls 0.150 more" in phases.verdict()
 
 
 def test_a_fall_that_starts_only_when_train_slips_is_not_anti_grokking():
     test = np.where(LOGS < 4.5, _plateau(), 0.55)
     train = np.where(STEPS >= 100, np.where(LOGS < 4.5, 1.0, 0.95), 0.5)
-    split = ph.split_fall(STEPS, train, test)
-    assert not split.anti_groks and split.held_fall == pytest.approx(0.0, abs=1e-9)
-    assert split.further_fall == pytest.approx(0.3)
-    assert split.verdict().startswith("falls 0.000 with train held, under the 0.05 bar, then loses")
+    phases = find_phases(_curve(test, train))
+    assert not phases.collapsed and phases.held_fall == pytest.approx(0.0, abs=1e-9)
+    assert phases.further_fall == pytest.approx(0.3) and phases.edge_steps()["anti-grokking"] is None
+    assert phases.verdict().startswith("falls 0.000 with train held, under the 0.05 bar, then loses")
+
+
+def test_a_dip_while_train_is_held_that_recovers_before_the_slip_is_not_anti_grokking():
+    test = np.where((LOGS > 3.5) & (LOGS < 4.0), 0.6, np.where(LOGS < 4.5, _plateau(), 0.55))
+    train = np.where(STEPS >= 100, np.where(LOGS < 4.5, 1.0, 0.95), 0.5)
+    phases = find_phases(_curve(test, train))
+    assert not phases.collapsed and phases.held_fall == pytest.approx(0.0, abs=1e-9)
 
 
 def test_the_split_per_seed_and_a_curve_that_never_fits():
     held = np.where(LOGS < 4.0, _plateau(), 0.7)
-    table = ph.fall_split_table(pd.concat([_curve(held, seed=0), _curve(_plateau(), seed=1)]))
-    assert table.anti_groks.tolist() == [True, False]
+    table = collapse_table(pd.concat([_curve(held, seed=0), _curve(_plateau(), seed=1)]))
+    assert table.collapsed.tolist() == [True, False]
     assert table.loc[0, "held_fall"] == pytest.approx(0.15) and table.loc[1, "held_fall"] == pytest.approx(0.0)
-    never = ph.split_fall(STEPS, np.full(len(STEPS), 0.6), _plateau())
-    assert never.t_peak is None and never.verdict() == "never fits its training set"
+    assert table.verdict[0].startswith("anti-groks by 0.150") and table.verdict[1].startswith("falls 0.000")
+    never = find_phases(_curve(_plateau(), train=np.full(len(STEPS), 0.6)))
+    assert never.held_fall == 0.0 and never.verdict() == "never fits its training set" and not never.train_held

@@ -41,7 +41,7 @@ def test_average_alpha_is_mean_of_fc1_fc2(tiny_run):
 
 def test_comparison_table(tiny_run):
     table = figures.comparison_table({"a": tiny_run, "b": tiny_run})
-    assert list(table.columns) == ["a", "b"] and "final test accuracy" in table.index
+    assert list(table.columns) == ["a", "b"] and "final test accuracy, smoothed" in table.index
 
 
 @pytest.mark.parametrize("height", [3.0, 12.8])

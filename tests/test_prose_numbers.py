@@ -52,7 +52,7 @@ def test_headline_paragraphs_have_no_typed_result_numbers(path, label):
 README_OUTCOME = {"01_mlp_grokking": ["wd0_peak_test", "wd0_final_test", "wd0_fall", "wd0_final_train",
                                       "paper_final_test"],
                   "02_wd_control": ["wd001_fall", "wd001_final_train"],
-                  "90_scorecard": ["n_claims", "n_reproduced", "n_partly", "n_not_reproduced"]}
+                  "90_scorecard": ["n_claims", "n_reproduced", "n_partly", "n_not_reproduced", "n_not_run_yet"]}
 VERDICTS = {"01_mlp_grokking": "wd0_verdict_words", "02_wd_control": "wd001_verdict_words"}
 
 
@@ -84,6 +84,34 @@ def test_the_readme_outcome_states_the_glued_values_and_no_other_result():
     for name, key in VERDICTS.items():
         verdict = glued_values(name)[key].split(";")[0]  # "0 of 3 seeds anti-grok by the rule"
         assert verdict in outcome, f"README outcome lacks {name}::{key} = {verdict!r}"
+        stated |= set(NUMBER.findall(verdict))
     protocol = glued_values("01_mlp_grokking")["protocol"].split(":")[0].lower()
     assert protocol in outcome, f"README outcome does not name {protocol!r}"
     assert set(typed_numbers(outcome)) <= stated, "README outcome states a number that no chapter glues"
+
+
+# --- issue 31: one definition per quantity, and the defects the reread found ----------------------
+
+
+def test_a_fall_is_stated_alike_wherever_it_appears():
+    """Chapter 08 once took the main fall from the raw mean curve (0.241) where chapter 01 gave the
+    smoothed per-seed fall (0.237): both now glue the same value, as do the smoothed train ends."""
+    ch01, ch08 = glued_values("01_mlp_grokking"), glued_values("08_accelerated_protocol")
+    assert ch08["main_fall"] == ch08["len_wd0_long_fall"] == ch01["wd0_fall"]
+    assert ch08["len_wd0_long_train"] == ch01["wd0_final_train"]
+    assert ch08["len_wd0_long_verdict"] == ch01["wd0_verdict_words"]
+
+
+def test_the_papers_ks_values_before_the_collapse_are_given_as_the_paper_gives_them():
+    assert glued_values("04_correlation_traps")["paper_ks_before"] == "0.012 in pre-grokking and 0.0212 at grokking"
+
+
+def test_measures_are_tested_for_a_turn_whenever_a_seed_anti_groks():
+    values = glued_values("01_mlp_grokking")
+    tested = not values["turning_measures"].startswith("none tested")
+    assert tested == (int(values["wd0_n_collapsed"]) > 0), values["turning_measures"]
+
+
+@pytest.mark.parametrize("path", HEADLINES)
+def test_the_headline_counts_include_the_claims_not_run_yet(path):
+    assert "90_scorecard.ipynb::n_not_run_yet" in (ROOT / path).read_text()

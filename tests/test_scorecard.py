@@ -46,7 +46,7 @@ def test_tiny_run_claims_beyond_its_length_are_not_run_yet_at_paper_scale(tiny_r
     assert set(card["verdict, paper scale"]) == {"not run yet"}  # 30 steps reach none of 1e5, 1e6, 1e7
     assert set(card["verdict, accelerated"]) == {"not run yet"}  # no accelerated run given
     counts = scorecard.verdict_counts(card, "verdict, paper scale")
-    assert list(counts.index) == list(scorecard.VERDICTS) and counts["not run yet"] == len(card)
+    assert list(counts.index) == list(scorecard.VERDICTS) and counts["not run yet"] == (card.counted == "yes").sum()
 
 
 def test_accelerated_claims_are_read_at_our_phase_edges(tiny_run):
@@ -115,5 +115,62 @@ def test_no_row_passes_absurd_values(monkeypatch):
     monkeypatch.setattr(scorecard, "_ks_claims", lambda result, edges: [])  # no stored spectra here
     card = scorecard.mlp_scorecard((run, control))
     scored = card[~card["verdict, accelerated"].isin(["not run yet"])]
-    passed = scored[scored["verdict, accelerated"] == "reproduced"].claim.tolist()
-    assert passed == ["train accuracy reaches 100%", "WD = 0.01: no collapse (test accuracy plateaus)"]
+    passed = scored[scored["verdict, accelerated"] == "reproduced"]
+    assert passed[passed.counted == "yes"].claim.tolist() == ["WD = 0.01: no collapse (test accuracy plateaus)"]
+    assert passed[passed.counted != "yes"].claim.tolist() == ["train accuracy reaches 100%"]  # context: not counted
+
+
+def _run_of(test, train, weight_decay=0.0):
+    """A three-seed run on log-spaced steps with the given accuracy curves and alpha 1.5 / 3 traps everywhere."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from grokutils.config import MLPConfig
+    from grokutils.store import RunResult
+
+    steps = [0, 10, 100, 1_000, 10_000, 100_000, 1_000_000]
+    curves = pd.DataFrame([{"seed": s, "step": t, "train_accuracy": tr, "test_accuracy": te}
+                           for s in range(3) for t, tr, te in zip(steps, train, test)])
+    layers = pd.DataFrame([{"seed": s, "step": t, "layer": layer, "alpha": 1.5 + t / 1e6, "traps": 3,
+                            "num_pl_spikes": 20, "num_evals": 200} for s in range(3) for t in steps
+                           for layer in ("fc1", "fc2")])
+    return RunResult(Path("synthetic"), MLPConfig(steps=1_000_000, n_seeds=3, weight_decay=weight_decay), {},
+                     curves, layers)
+
+
+def test_both_runs_are_read_alike_at_the_held_end_and_at_the_last_step(monkeypatch):
+    """WD = 0 anti-groks with train held to 1e5, then slips: its anti-grokking rows are read at 1e5 and also
+    show the last step. A control that never falls is read at its last step, by the same function."""
+    monkeypatch.setattr(scorecard, "_ks_claims", lambda result, edges: [])
+    run = _run_of(test=[0.1, 0.2, 0.5, 0.8, 0.6, 0.55, 0.5], train=[0.1, 0.5, 1.0, 1.0, 1.0, 1.0, 0.9])
+    control = _run_of(test=[0.1, 0.2, 0.5, 0.8, 0.8, 0.8, 0.8], train=[0.1, 0.5, 1.0, 1.0, 1.0, 1.0, 1.0],
+                      weight_decay=0.01)
+    assert scorecard.claim_edges(run, "accelerated")["anti-grokking"] == 100_000  # the last step with train held
+    assert scorecard.claim_edges(control, "accelerated")["anti-grokking"] == 1_000_000  # no anti-grokking: the end
+    card = scorecard.mlp_scorecard((run, control)).set_index("claim")
+    ours = card.loc["alpha fc1, anti-grokking", "ours, accelerated"]
+    assert "(step 100,000)" in ours and ours.endswith("last step: 2.50 ± 0.00 (step 1,000,000)")
+    collapse = card.loc["WD = 0: test accuracy collapses, train accuracy held"]
+    assert collapse["ours, accelerated"].startswith(
+        "3 of 3 seeds anti-grok, by 0.250 ± 0.000, to 0.550 ± 0.000 with train held")
+    assert "then 3 lose the fit (train down to 0.900)" in collapse["ours, accelerated"]
+    assert card.loc["WD = 0.01: no collapse (test accuracy plateaus)", "verdict, accelerated"] == "reproduced"
+
+
+def test_rows_that_cannot_fail_or_repeat_others_are_shown_but_not_counted(tiny_run):
+    card = scorecard.mlp_scorecard((tiny_run, None)).set_index("claim")
+    assert card.loc["train accuracy reaches 100%", "counted"] == "context"
+    assert card.loc["FC1 W_rand sigma_mp, pre-grokking", "counted"] == "context"
+    assert set(card[card.index.str.startswith("alpha average")].counted) == {"derived"}
+    assert card.loc["test accuracy rises after the fit and peaks", "counted"] == "yes"  # the fall is the next row's
+    counts = scorecard.verdict_counts(card.reset_index(), "verdict, accelerated")
+    assert counts.sum() == (card.counted == "yes").sum() == len(card) - 5
+    assert set(card.counted) <= set(scorecard.COUNTED)
+
+
+def test_where_the_papers_differ_both_values_are_shown_each_with_its_paper(tiny_run):
+    card = scorecard.mlp_scorecard((tiny_run, None)).set_index("claim")
+    assert card.loc["traps fc1, grokking", "paper"] == "0 (b); 1 (a)"
+    assert card.loc["traps fc1, anti-grokking", "paper"] == "7.5 ± 5.6"
+    assert set(card.source[card.index.str.startswith("traps")]) == {"Table 2 (a, b), WD = 0"}

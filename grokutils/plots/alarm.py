@@ -115,7 +115,7 @@ def run_alarm_figure(result, watched: Sequence[str] = ("fc1", "fc2"), alpha_thre
     return stamp_protocol(fig, result.config)
 
 
-OUTCOME_COLOURS = {"hit": "tab:green", "late": "tab:orange", "false alarm": "tab:red", "quiet": "tab:gray"}
+OUTCOME_COLOURS = {"hit": "tab:green", "miss": "tab:orange", "false alarm": "tab:red", "quiet": "tab:gray"}
 
 
 def detector_figure(evaluation: pd.DataFrame, columns: int = 3):

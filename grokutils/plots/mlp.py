@@ -11,7 +11,7 @@ import pandas as pd
 from grokutils import paper
 from grokutils.fits import WIDE_TAIL, with_fit_diagnostics
 from grokutils.measures import with_average_alpha, with_fc1_entropy
-from grokutils.phases import PEAK_BAND, Phases, paper_edge_steps, shade_phases, smoothed_curves
+from grokutils.phases import HIGH_TRAIN, PEAK_BAND, Phases, paper_edge_steps, shade_phases, smoothed_curves
 from grokutils.plots.common import band, stamp_protocol, step_axis
 from grokutils.store import RunResult
 
@@ -29,7 +29,8 @@ def accuracy_figure(result: RunResult, phases: Phases) -> plt.Figure:
         ax.axhspan(phases.peak_test_accuracy - PEAK_BAND, phases.peak_test_accuracy, color="k", alpha=0.08, lw=0,
                    label=f"peak band ({PEAK_BAND:g})")
     edges = ((phases.t_peak_start, ":", "peak region starts"), (phases.t_collapse, "--", "fall starts"),
-             (phases.t_half_fall, "-.", "half of the fall"))
+             (phases.t_half_fall, "-.", "half of the held fall"),
+             (phases.t_slip, (0, (5, 1, 1, 1, 1, 1)), f"train slips below {HIGH_TRAIN:g}"))
     for step, style, label in edges:
         if step is not None:
             ax.axvline(max(step, 1), color="k", ls=style, lw=1, label=label)
@@ -151,16 +152,19 @@ def compare_runs(accuracy_ax: plt.Axes, alpha_ax: plt.Axes, result: RunResult, l
 
 
 def comparison_table(runs: dict[str, RunResult]) -> pd.DataFrame:
-    """Peak and final test accuracy, final alpha and traps of several runs, side by side."""
+    """Peak and final test accuracy of the smoothed mean curve (as the phase rule reads it, `find_phases`),
+    final alpha, traps and l2 norm of several runs, side by side."""
+    from grokutils.phases import find_phases
+
     table = {}
     for label, result in runs.items():
-        mean = result.curves.groupby("step").test_accuracy.mean()
+        phases = find_phases(result.curves)
         averaged = with_average_alpha(result.layers)
         last = averaged[averaged.step == averaged.step.max()]
         table[label] = {
-            "peak test accuracy": round(float(mean.max()), 4),
-            "step of peak": int(mean.idxmax()),
-            "final test accuracy": round(float(mean.iloc[-1]), 4),
+            "peak test accuracy, smoothed": round(phases.peak_test_accuracy, 4),
+            "step of peak": phases.t_peak,
+            "final test accuracy, smoothed": round(phases.final_test_accuracy, 4),
             "final average alpha": round(float(last[last.layer == "average"].alpha.mean()), 3),
             "final traps FC1": round(float(last[last.layer == "fc1"].traps.astype(float).mean()), 2),
             "final l2 norm": round(float(result.curves[result.curves.step == averaged.step.max()].l2_norm.mean()), 2),

@@ -255,16 +255,16 @@ ANTI_GROKKING_DROP = 0.2  # the search's bar (issue 24): smoothed test accuracy 
 
 
 def search_verdict(phases: Phases) -> str:
-    """Whether one search run anti-groks by the search's bar: its smoothed test accuracy ends at least
-    ANTI_GROKKING_DROP below its smoothed peak (so the fall stays down to the end) while smoothed
-    train accuracy stays at or above `grokutils.phases.HIGH_TRAIN` after the peak; else why not."""
+    """Whether one search run anti-groks by the search's bar: its held fall (`grokutils.phases`: smoothed
+    test accuracy lost from the peak while smoothed train accuracy stays at or above HIGH_TRAIN) is at
+    least ANTI_GROKKING_DROP; else why not."""
     if phases.t_fit is None:
         return "no: never fits the training set"
-    if phases.fall < ANTI_GROKKING_DROP:
-        return f"no: falls {phases.fall:.2f} (< {ANTI_GROKKING_DROP:g})"
-    if not phases.train_held:
-        return f"no: falls {phases.fall:.2f}, but train accuracy is not held"
-    return f"yes: falls {phases.fall:.2f} with train accuracy held"
+    if phases.held_fall >= ANTI_GROKKING_DROP:
+        return f"yes: falls {phases.held_fall:.2f} with train accuracy held"
+    if phases.fall >= ANTI_GROKKING_DROP:
+        return f"no: falls {phases.fall:.2f}, but only {phases.held_fall:.2f} with train accuracy held"
+    return f"no: falls {phases.fall:.2f} (< {ANTI_GROKKING_DROP:g})"
 
 
 def changed_settings(base: ModAddConfig, config: ModAddConfig) -> str:
@@ -280,21 +280,22 @@ def changed_settings(base: ModAddConfig, config: ModAddConfig) -> str:
 
 def search_table(base: ModAddConfig, runs: list[RunResult]) -> pd.DataFrame:
     """The log of the collapse search, one row per run: what it changed from `base`, its steps, the
-    smoothed peak and final test accuracy (`grokutils.phases`), the lowest raw train accuracy of any
-    seed after its own peak (`claims.collapse_table`), the phase rule's 5-point collapse, the search's
-    own bar (`search_verdict`), and the mean traps and alpha of the analyzed matrices at the last step."""
-    from grokutils.claims import collapse_table
+    smoothed peak and final test accuracy (`grokutils.phases`), the lowest smoothed train accuracy of
+    any seed once its fit slips ('held' if it never does), whether it anti-groks by the phase rule (a held
+    fall of 0.05), the search's own bar (`search_verdict`), and the mean traps and alpha of the analyzed
+    matrices at the last step."""
+    from grokutils.phases import COLLAPSE_DROP, collapse_table
 
     rows = []
     for result in runs:
-        found, lowest = find_phases(result.curves), collapse_table(result).min_train_accuracy_after_peak.min()
+        found, lowest = find_phases(result.curves), collapse_table(result.curves).lowest_train.min()
         final = result.layers[result.layers.step == result.layers.step.max()]
         rows.append({"changed": changed_settings(base, result.config),
                      "steps": f"{result.config.steps:,}", "peak test": round(found.peak_test_accuracy, 3),
                      "step of peak": "-" if found.t_peak is None else f"{found.t_peak:,}",
                      "final test": round(found.final_test_accuracy, 3),
-                     "min train after peak": round(float(lowest), 3),
-                     "5-point collapse": "yes" if found.collapsed else "no",
+                     "lowest train after the slip": "held" if pd.isna(lowest) else round(float(lowest), 3),
+                     f"anti-groks (held fall >= {COLLAPSE_DROP:g})": "yes" if found.collapsed else "no",
                      f"anti-grokking (fall >= {ANTI_GROKKING_DROP:g})": search_verdict(found),
                      "traps at end": round(float(final.traps.astype(float).mean()), 2),
                      "alpha at end": round(float(final.alpha.astype(float).mean()), 3)})

@@ -32,15 +32,16 @@ How it works and what it promises:
   shape (out, in) and pools their eigenvalues), so conv alphas differ from `ww.analyze`;
   Linear layers match it exactly. Pass `layers=[...]` to choose layers by module name.
 * An alarm is a layer with alpha < `alpha_threshold` (2), or with NaN or Inf weights, or,
-  only if `max_traps` is set, with more than `max_traps` traps. Validated on the stored runs
-  of this book (chapter 07, `grokutils.alarm_eval`: the two accelerated MLP runs, 3 seeds
-  each, 2e5 steps, the smoke runs and the modular-addition run): alpha < 2 in FC1 or FC2
-  caught every collapse, but only as the fall began, and also fired on the weight-decay
-  control that did not collapse; a trap count alarmed early on every seed, collapsing or
-  not, so traps are logged but do not alarm by default. No rule tested there warns ahead of
-  every collapse without false alarms: treat an alarm as "look at the test curve now", not
-  as a forecast. NaN or Inf weights are checked on the training thread at each scheduled
-  step; such a layer is not analyzed, the others are. A failed power-law fit (alpha NaN) raises
+  only if `max_traps` is set, with more than `max_traps` traps. Chapter 07
+  (`grokutils.alarm_eval`) scores this default and other rules on the stored runs; read its
+  tables before trusting an alarm. On the accelerated 1e6-step MLP runs (3 seeds each, WD 0
+  and 0.01; every seed anti-grokked) alpha < 2 in FC1 or FC2 warned every seed after its
+  test peak and before half of its fall, but fired earlier on the weight-decay control than
+  on the run without it, so it does not tell a deeper fall from a shallower one; a trap count
+  alarmed on every seed from the first steps, so traps are logged but do not alarm by
+  default. Treat an alarm as "look at the test curve now", not as a forecast. NaN or Inf
+  weights are checked on the training thread at each scheduled step; such a layer is not
+  analyzed, the others are. A failed power-law fit (alpha NaN) raises
   no alpha alarm. The monitor then issues
   an `AlarmWarning` (once per layer and kind of alarm, on the training thread, at the first
   `step` call after the analysis finished), sets `monitor.should_stop`, and, with
