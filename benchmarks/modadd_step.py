@@ -45,7 +45,7 @@ def make_stepper(config: ModAddConfig, device: torch.device, warmup: int = 5):
     """A function that runs n updates of `config.step_impl` and returns the last loss; warmed up."""
     batch = split_batch(cached_data(config.p, config.train_fraction, config.data_seed), "train").to(device)
     model = make_transformer(0, config.p, config.dtype).to(device)
-    optimizer, loss_of = make_optimizer(model, config), loss_function(config)
+    optimizer, loss_of = make_optimizer(config, model.parameters()), loss_function(config)
     last = [float("nan")]
 
     def run(n: int) -> float:

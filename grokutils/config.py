@@ -159,7 +159,8 @@ class ModAddConfig:
     step_impl: str = "fast"  # "fast" (attention per token), "reference" (every position), "compiled" (fast, compiled)
     # or "lean" (fast, feature-major, compiled, fused AdamW: the quickest on one CPU core)
     init_from: str = ""  # "": the fresh initialization; "RUN:WHICH": the weights (init, best or final) that a
-    # finished run kept, RUN its folder in results/ or a path: a grokked state trained on under other settings
+    # finished run kept, RUN its folder in results/ or a path: a grokked state trained on under other settings;
+    # in a profile or --set, "main:WHICH" names the profile's own modular-addition run (`resolve_init_from`)
 
     def __post_init__(self) -> None:
         _check_fields(self, positive_int=("steps", "n_seeds", "p", "n_checkpoints"),
@@ -200,3 +201,17 @@ def resolve_device(device: str) -> torch.device:
     if resolved.type == "cpu" or (resolved.type == "cuda" and (resolved.index or 0) < count):
         return resolved
     raise ValueError(f"device must be {accepted}, got {device!r}")
+
+
+MAIN_RUN = "main"  # `init_from: "main:WHICH"` names the profile's own modular-addition run
+
+
+def resolve_init_from(value: str, main: ModAddConfig, results_dir=".") -> str:
+    """`init_from` with the symbolic run 'main' ('main:final') replaced by the stored folder of the run
+    `main` (the profile's modular-addition run), so that a search entry follows the main run's current
+    settings: change its learning rate and the search continues from the new run, never silently from
+    the old one. Any other value is returned as it is."""
+    from grokutils.store import run_dir
+
+    run, _, which = value.rpartition(":")
+    return f"{run_dir(main, results_dir).name}:{which}" if run == MAIN_RUN else value

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from grokutils import transformer
-from grokutils.config import ModAddConfig
+from grokutils.config import ModAddConfig, resolve_init_from
 from grokutils.data import ModularAdditionData, modular_addition_data
 from grokutils.measures import layer_measures
 from grokutils.transformer import FullBatch, make_transformer
@@ -51,11 +51,12 @@ def split_batch(data: ModularAdditionData, split: str) -> FullBatch:
     return FullBatch.from_tokens(data.tokens[rows[split]], data.labels[rows[split]], data.p)
 
 
-def make_optimizer(model: torch.nn.Module, config: ModAddConfig) -> torch.optim.AdamW:
-    """AdamW over every parameter with the config's settings; with `step_impl="lean"` PyTorch's fused
-    AdamW (one kernel for all parameters), else its default multi-tensor one."""
+def make_optimizer(config: ModAddConfig, parameters) -> torch.optim.AdamW:
+    """AdamW over `parameters` with the config's settings; with `step_impl="lean"` PyTorch's fused
+    AdamW (one kernel for all parameters), else its default multi-tensor one. The same call as the
+    MLP's `grokutils.batched.make_optimizer(config, parameters)`."""
     fused = {"fused": True} if config.step_impl == "lean" else {}
-    return torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2),
+    return torch.optim.AdamW(parameters, lr=config.lr, betas=(config.beta1, config.beta2),
                              eps=config.eps, weight_decay=config.weight_decay, **fused)
 
 
@@ -183,14 +184,16 @@ def measure_checkpoint(state: dict[str, torch.Tensor], config: ModAddConfig, see
 
 
 def search_configs(base: ModAddConfig, overrides: list[dict]) -> list[ModAddConfig]:
-    """One config per dict of field overrides (one seed each); unknown fields are refused."""
+    """One config per dict of field overrides (one seed each); unknown fields are refused, and
+    `init_from: "main:WHICH"` starts from `base`'s own run (`grokutils.config.resolve_init_from`)."""
     fields = {field.name for field in dataclasses.fields(ModAddConfig)}
     configs = []
     for override in overrides:
         unknown = set(override) - fields
         if unknown:
             raise ValueError(f"search entry {override} sets unknown fields {sorted(unknown)}; known: {sorted(fields)}")
-        configs.append(dataclasses.replace(base, **{"n_seeds": 1, **override}))
+        resolved = {**override, "init_from": resolve_init_from(override.get("init_from", ""), base)}
+        configs.append(dataclasses.replace(base, **{"n_seeds": 1, **resolved}))
     return configs
 
 

@@ -54,8 +54,7 @@ COLLAPSE_TEST_ACCURACY = 0.5
 FIT_STEPS = (10**4, 10**5)  # train accuracy saturates here (Figure 1 caption)
 PEAK_STEPS = (10**5, 10**6.5)  # test accuracy peaks near 1e6 (Figure 1 caption; read generously)
 # Paper (a) Appendix C: with WD = 0.01 test accuracy dips slightly after its peak, then plateaus near it:
-# no collapse.
-CONTROL_COLLAPSES = False
+# no collapse (the scorecard's "WD = 0.01: no collapse" row).
 
 
 def format_value(mean: float, sd: float | None) -> str:

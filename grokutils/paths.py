@@ -6,7 +6,6 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "results"  # committed, compact results of finished runs
-NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 
 
 def data_roots() -> list[Path]:

@@ -150,14 +150,19 @@ def seal_point(path: Path) -> bool:
     return True
 
 
-def sweep_configs(points: list[list], base: MLPConfig) -> list[MLPConfig]:
-    """One-seed configs from [lr, dtype, steps] entries, the other fields from `base`."""
+def sweep_configs(points: list[list], base: MLPConfig, must_hold: tuple[float, str] | None = None) -> list[MLPConfig]:
+    """One-seed configs from [lr, dtype, steps] entries, the other fields from `base`. `must_hold`:
+    an (lr, dtype) the sweep must have a point at (the chosen protocol's), checked before any work."""
     configs = []
     for entry in points:
         if not isinstance(entry, (list, tuple)) or len(entry) != 3:
             raise ValueError(f"a sweep point must be [lr, dtype, steps], got {entry!r}")
         lr, dtype, steps = entry
         configs.append(dataclasses.replace(base, lr=lr, dtype=dtype, steps=steps, n_seeds=1))
+    if must_hold is not None and all((c.lr, c.dtype) != tuple(must_hold) for c in configs):
+        raise ValueError(f"sweep_points has no point at the chosen protocol's lr {must_hold[0]:g} and dtype "
+                         f"{must_hold[1]!r} (profiles/accelerated.yaml); got {[list(p) for p in points]}: add "
+                         f"[{must_hold[0]:g}, {must_hold[1]!r}, STEPS]")
     return configs
 
 

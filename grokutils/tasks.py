@@ -95,7 +95,7 @@ def _modadd_model_and_optimizer(config: ModAddConfig, seeds: list[int], device: 
     if config.init_from:
         model.load_state_dict(modadd.initial_weights(config, seed))
     model = model.to(device)
-    return model, modadd.make_optimizer(model, config)
+    return model, modadd.make_optimizer(config, model.parameters())
 
 
 def _modadd_step(config: ModAddConfig, seeds: list[int], step: int, model, optimizer, train_set) -> torch.Tensor:

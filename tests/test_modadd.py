@@ -211,8 +211,9 @@ def test_the_lean_step_trains_as_the_plain_loop_with_the_fused_adamw(tmp_path):
     """step_impl="lean", float64: the trainer and Nanda's recipe written out (fused AdamW) agree to round-off."""
     config = ModAddConfig(steps=15, n_checkpoints=3, dtype="float64", step_impl="lean", **SMALL)
     model = transformer.make_transformer(0, p=23, dtype="float64")
-    assert modadd.make_optimizer(model, config).defaults["fused"]
-    assert not modadd.make_optimizer(model, dataclasses.replace(config, step_impl="compiled")).defaults["fused"]
+    assert modadd.make_optimizer(config, model.parameters()).defaults["fused"]
+    assert not modadd.make_optimizer(dataclasses.replace(config, step_impl="compiled"),
+                                     model.parameters()).defaults["fused"]
     data = modular_addition_data(23, 0.5, 0)
     train_seed(tasks.MODADD, config, 0, data, tmp_path, torch.device("cpu"), progress=False)
     ours = torch.load(tmp_path / "state.pt", weights_only=True)["model"]
@@ -256,3 +257,24 @@ def test_late_l2_change_reads_from_a_fraction_of_the_last_step():
     run = RunResult(path=None, config=ModAddConfig(), meta={}, curves=curves, layers=pd.DataFrame())
     assert modadd_plots.late_l2_change(run, decades=1) == pytest.approx(0.2)  # from step 100 (4.0) to 1000 (5.0)
     assert modadd_plots.late_l2_change(run, decades=2) == pytest.approx(0.6)  # from step 10 (2.0)
+
+
+def test_init_from_main_follows_the_main_runs_current_settings():
+    """Issue 34: 'main:final' resolves to the stored folder of the base config, so a search entry
+    continues from the main run the profile names now, not from a hash typed in earlier."""
+    import dataclasses
+
+    from grokutils.store import run_dir
+    from grokutils.tools import train as train_cli
+
+    base = ModAddConfig(steps=100, n_seeds=3)
+    (config,) = modadd.search_configs(base, [{"init_from": "main:final", "weight_decay": 0.0}])
+    assert config.init_from == f"{run_dir(base, '.').name}:final" and config.n_seeds == 1
+    faster = dataclasses.replace(base, lr=3e-3)
+    (moved,) = modadd.search_configs(faster, [{"init_from": "main:best"}])
+    assert moved.init_from == f"{run_dir(faster, '.').name}:best" != config.init_from.replace("final", "best")
+    (literal,) = modadd.search_configs(base, [{"init_from": "some-run-abc:init"}])
+    assert literal.init_from == "some-run-abc:init"
+    from_cli = train_cli.config_of("modadd", "accelerated", {"init_from": "main:final"})
+    from grokutils import runs
+    assert from_cli.init_from == f"{run_dir(runs.modadd_config('accelerated'), '.').name}:final"

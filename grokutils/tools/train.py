@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from grokutils import runs, store
-from grokutils.config import resolve_device
+from grokutils.config import resolve_device, resolve_init_from
 from grokutils.paths import RESULTS_DIR
 
 
@@ -48,6 +48,8 @@ def config_of(experiment: str, profile: str, sets: dict):
              if k not in runs.RUN_ONLY_KEYS}
     if experiment == "mlp":
         entry.setdefault("weight_decay", 0.0)
+    if experiment == "modadd" and "init_from" in sets:  # 'main:final': the profile's own run
+        sets = {**sets, "init_from": resolve_init_from(str(sets["init_from"]), config_class(**entry))}
     return config_class(**{**entry, **sets})
 
 
