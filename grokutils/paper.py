@@ -143,16 +143,19 @@ def protocol_differences(config) -> list[str]:
             for name, words in SETTING_WORDS.items() if getattr(config, name) != PAPER_MLP[name]]
 
 
-ACCELERATED_LR = 5e-3  # the accelerated protocol's learning rate, ten times the papers' (chapter 08)
-
-
 def protocol_name(config) -> str:
     """What a run is, by its learning rate, steps and precision: 'paper scale' (the papers' three);
     at the papers' learning rate, "papers' protocol" (their steps) or 'reduced run' (fewer or
-    more), with ' in float32' where the precision differs; 'accelerated protocol' at ten times
-    their learning rate; else 'custom run' (the protocol note lists what differs)."""
-    if config.lr == ACCELERATED_LR:
-        return "accelerated protocol"
+    more), with ' in float32' where the precision differs; 'accelerated protocol' at the
+    accelerated profile's learning rate, precision and steps (`profiles/accelerated.yaml`, the one
+    place they are set), with what differs where only its learning rate is kept ('accelerated
+    protocol in float64, 2e5 steps'); else 'custom run' (the protocol note lists what differs)."""
+    from grokutils import runs
+
+    accelerated = runs.mlp_config(0.0, "accelerated")
+    if config.lr == accelerated.lr:
+        name = "accelerated protocol" + (f" in {config.dtype}" if config.dtype != accelerated.dtype else "")
+        return ", ".join([name] + ([SHORT_WORDS["steps"](config.steps)] if config.steps != accelerated.steps else []))
     if config.lr != PAPER_MLP["lr"]:
         return "custom run"
     same_steps, same_dtype = config.steps == PAPER_MLP["steps"], config.dtype == PAPER_MLP["dtype"]

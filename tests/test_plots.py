@@ -116,7 +116,9 @@ def test_collapse_words_name_the_collapse_and_what_its_float64_twin_did():
     ({"steps": 2_000}, "reduced run"),
     ({"steps": 2_000, "dtype": "float32"}, "reduced run in float32"),
     ({"lr": 5e-3, "dtype": "float32", "steps": 1_000_000}, "accelerated protocol"),
-    ({"lr": 5e-3, "steps": 200_000}, "accelerated protocol"),  # its float64 arm
+    ({"lr": 5e-3, "steps": 200_000}, "accelerated protocol in float64, 2e5 steps"),  # its float64 arm
+    ({"lr": 5e-3, "steps": 200_000, "dtype": "float32"}, "accelerated protocol, 2e5 steps"),  # its first runs
+    ({"lr": 5e-3, "steps": 2_000}, "accelerated protocol in float64, 2e3 steps"),  # named by what differs
     ({"lr": 1e-3, "steps": 2_000}, "custom run"),  # not the accelerated protocol just for another lr
 ])
 def test_protocol_name_says_what_a_run_is(fields, name):
