@@ -212,8 +212,10 @@ def verdict_words(collapse: pd.DataFrame) -> str:
                      f"held ({_list_text(short.held_fall, '.3f')})")
     slipped = fitted[fitted.t_slip.notna()]
     if len(slipped):
-        words.append(f"{len(slipped)} of {n} then lose their training fit (smoothed train accuracy down to "
-                     f"{slipped.lowest_train.min():.3f}) and fall {_list_text(slipped.further_fall, '.3f')} more")
+        one = len(slipped) == 1
+        words.append(f"{len(slipped)} of {n} then {'loses its' if one else 'lose their'} training fit (smoothed train "
+                     f"accuracy down to {slipped.lowest_train.min():.3f}) and {'falls' if one else 'fall'} "
+                     f"{_list_text(slipped.further_fall, '.3f')} more")
     elif len(fitted):
         words.append(f"train accuracy stays at or above {held:g} to the end in every seed that fits")
     if len(fitted) < n:

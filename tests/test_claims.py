@@ -181,3 +181,9 @@ def test_separation_words_name_the_firing_steps_of_the_best_rule():
     assert claims.separation_words(apart, "traps").startswith("1 of 2 rules fire on every seed of the run without "
                                                              "weight decay before any seed of the control ('alpha'); "
                                                              "'traps' fires at no step (never) without")
+
+
+def test_verdict_words_agree_in_number_for_one_seed_that_slips():
+    one = claims.collapse_table(HOLDS_THEN_SLIPS).iloc[:1]
+    assert claims.verdict_words(one).endswith("; 1 of 1 then loses its training fit (smoothed train accuracy down "
+                                              "to 0.900) and falls 0.150 more")
