@@ -68,7 +68,8 @@ def alpha_crossing_table(result: RunResult, layers=("fc1", "fc2", "average")) ->
 
     `t_below_2` is the first checkpoint from which alpha stays below 2; `lead_steps` =
     t_collapse - t_below_2, where t_collapse is where the smoothed test curve leaves its peak
-    region for good (positive: alpha crossed before test accuracy started to fall).
+    region for the rest of the stretch with train held (positive: alpha crossed before test
+    accuracy started to fall).
     """
     frame = with_average_alpha(result.layers)
     rows = []
