@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from grokutils.phases import seed_phases
+from grokutils.phases import seed_phases, with_int_steps
 from grokutils.store import RunResult
 
 PERSIST = 3  # checkpoints in a row a condition must hold before a persistent rule fires
@@ -140,9 +140,8 @@ def evaluate(runs: Mapping[str, RunResult], fits: Mapping[str, pd.DataFrame] | N
                              "t_half_fall": phases.t_half_fall, "fires": fire, "outcome": outcome(fire, phases),
                              "lead_steps": phases.t_collapse - fire if timed else None,
                              "lead_half_steps": phases.t_half_fall - fire if timed else None})
-    table = pd.DataFrame(rows)
-    for column in ("t_peak_start", "t_collapse", "t_half_fall", "fires", "lead_steps", "lead_half_steps"):
-        table[column] = pd.array(table[column].tolist(), dtype="Int64")
+    table = with_int_steps(pd.DataFrame(rows),
+                           ("t_peak_start", "t_collapse", "t_half_fall", "fires", "lead_steps", "lead_half_steps"))
     return table.set_index(["rule", "run", "seed"])
 
 

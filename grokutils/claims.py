@@ -40,13 +40,6 @@ def collapse_table(result: RunResult) -> pd.DataFrame:
     return phase_rule.collapse_table(result.curves)
 
 
-def _with_int_steps(table: pd.DataFrame, columns) -> pd.DataFrame:
-    """Step columns as nullable integers (a phase not reached is <NA>, not NaN)."""
-    for column in columns:
-        table[column] = pd.array(table[column].tolist(), dtype="Int64")
-    return table
-
-
 def _value_at(frame: pd.DataFrame, column: str, step: int | None) -> float:
     """The value of `column` at checkpoint `step` (NaN if the phase was not reached)."""
     if step is None:
@@ -83,7 +76,7 @@ def alpha_crossing_table(result: RunResult, layers=("fc1", "fc2", "average")) ->
                          **{f"alpha_{phase}": _value_at(mine, "alpha", step) for phase, step in edges.items()},
                          "t_below_2": crossing, "t_collapse": phases.t_collapse, "lead_steps": lead})
     table = pd.DataFrame(rows).set_index(["seed", "layer"])
-    return _with_int_steps(table, ("t_below_2", "t_collapse", "lead_steps"))
+    return phase_rule.with_int_steps(table, ("t_below_2", "t_collapse", "lead_steps"))
 
 
 def trap_onset_table(result: RunResult, layers=("fc1", "fc2")) -> pd.DataFrame:
@@ -99,7 +92,8 @@ def trap_onset_table(result: RunResult, layers=("fc1", "fc2")) -> pd.DataFrame:
                          "traps_at_end": traps.iloc[-1],
                          "first_step_with_trap": int(with_traps.index[0]) if len(with_traps) else None,
                          "t_collapse": phases.t_collapse})
-    return _with_int_steps(pd.DataFrame(rows).set_index(["seed", "layer"]), ("first_step_with_trap", "t_collapse"))
+    return phase_rule.with_int_steps(pd.DataFrame(rows).set_index(["seed", "layer"]),
+                                     ("first_step_with_trap", "t_collapse"))
 
 
 def measure_turn_table(result: RunResult, measures=COMPETING_MEASURES) -> pd.DataFrame:

@@ -219,6 +219,13 @@ def smoothed_curves(curves: pd.DataFrame) -> pd.DataFrame:
                         index=mean.index)
 
 
+def with_int_steps(table: pd.DataFrame, columns) -> pd.DataFrame:
+    """`columns` of `table` as nullable integer steps (a phase not reached is <NA>, not NaN), in place."""
+    for column in columns:
+        table[column] = pd.array(table[column].tolist(), dtype="Int64")
+    return table
+
+
 STEP_COLUMNS = ("t_fit", "t_peak_start", "t_peak", "t_collapse", "t_drop", "t_half_fall", "t_held_end", "t_slip")
 
 
@@ -233,10 +240,7 @@ def collapse_table(curves: pd.DataFrame) -> pd.DataFrame:
                      "final_test_accuracy": phases.final_test_accuracy, "held_fall": phases.held_fall,
                      "further_fall": phases.further_fall, "fall": phases.fall, "lowest_train": phases.lowest_train,
                      "train_held": phases.train_held, "collapsed": phases.collapsed, "verdict": phases.verdict()})
-    table = pd.DataFrame(rows).set_index("seed")
-    for column in STEP_COLUMNS:
-        table[column] = pd.array(table[column].tolist(), dtype="Int64")
-    return table
+    return with_int_steps(pd.DataFrame(rows).set_index("seed"), STEP_COLUMNS)
 
 
 def paper_edge_steps(steps: np.ndarray) -> dict[str, int | None]:

@@ -201,7 +201,7 @@ def curves_figure(curves: pd.DataFrame, x: str = "step"):
 
 def point_table(curves: pd.DataFrame) -> pd.DataFrame:
     """Per point: fit step, test peak and its step, final test and train accuracy, fall, time."""
-    from grokutils.phases import find_phases
+    from grokutils.phases import find_phases, with_int_steps
 
     rows = []
     for (lr, dtype, steps), point in curves.groupby(["lr", "dtype", "steps"], sort=True):
@@ -216,9 +216,7 @@ def point_table(curves: pd.DataFrame) -> pd.DataFrame:
                      "final train accuracy": round(float(point.train_accuracy.iloc[-1]), 4),
                      "training seconds": round(float(point.seconds.iloc[-1]), 1),
                      "diverged": bool(point.diverged.iloc[0])})
-    table = pd.DataFrame(rows)
-    for column in ("t_fit", "t_collapse", "step of peak"):
-        table[column] = pd.array(table[column].tolist(), dtype="Int64")
+    table = with_int_steps(pd.DataFrame(rows), ("t_fit", "t_collapse", "step of peak"))
     return table.set_index(["lr", "dtype", "steps"])
 
 
