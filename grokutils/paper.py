@@ -12,6 +12,8 @@ are the right edges the papers use: pre-grokking 1e5, grokking 1e6, anti-grokkin
 """
 from __future__ import annotations
 
+import functools
+
 import pandas as pd
 
 PHASES = ("pre-grokking", "grokking", "anti-grokking")
@@ -143,6 +145,14 @@ def protocol_differences(config) -> list[str]:
             for name, words in SETTING_WORDS.items() if getattr(config, name) != PAPER_MLP[name]]
 
 
+@functools.lru_cache(maxsize=1)
+def _accelerated_protocol():
+    """The accelerated profile's MLP run, read once per process (every figure stamp names a protocol)."""
+    from grokutils import runs
+
+    return runs.mlp_config(0.0, "accelerated")
+
+
 def protocol_name(config) -> str:
     """What a run is, by its learning rate, steps and precision: 'paper scale' (the papers' three);
     at the papers' learning rate, "papers' protocol" (their steps) or 'reduced run' (fewer or
@@ -150,9 +160,7 @@ def protocol_name(config) -> str:
     accelerated profile's learning rate, precision and steps (`profiles/accelerated.yaml`, the one
     place they are set), with what differs where only its learning rate is kept ('accelerated
     protocol in float64, 2e5 steps'); else 'custom run' (the protocol note lists what differs)."""
-    from grokutils import runs
-
-    accelerated = runs.mlp_config(0.0, "accelerated")
+    accelerated = _accelerated_protocol()
     if config.lr == accelerated.lr:
         name = "accelerated protocol" + (f" in {config.dtype}" if config.dtype != accelerated.dtype else "")
         return ", ".join([name] + ([SHORT_WORDS["steps"](config.steps)] if config.steps != accelerated.steps else []))
