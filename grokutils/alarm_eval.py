@@ -21,10 +21,14 @@ lost). `separation` asks whether a rule tells a run apart from its control: whet
 earlier on every seed of the one than on any seed of the other. `RULES` lists the
 candidates; `evaluate` scores them on runs, `summary` counts per rule, and `recommendation`
 says what the counts support, if anything.
+
+`first_alarms` and `lead_times` read the monitor's own rule (`grokutils.tools.alarm_log`) off
+any tidy table with step, layer, alpha and traps columns: a monitor log, or a stored run's
+`layers`.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +36,7 @@ import pandas as pd
 
 from grokutils.phases import seed_phases, with_int_steps
 from grokutils.store import RunResult
+from grokutils.tools.alarm_log import ALPHA_THRESHOLD, alarm_reasons
 
 PERSIST = 3  # checkpoints in a row a condition must hold before a persistent rule fires
 EARLY_SHARE = 0.2  # a seed's early trap level: its most traps over the first 20% of checkpoints
@@ -223,3 +228,46 @@ def stored_runs(results_dir) -> dict[str, RunResult]:
         if result is not None:
             found[folder.name] = result
     return found
+
+
+def first_alarms(layers: pd.DataFrame, watched: Sequence[str] | None = None,
+                 alpha_threshold: float = ALPHA_THRESHOLD, max_traps: int = 0) -> pd.DataFrame:
+    """Per seed (if the table has one), the first alarming step among the watched layers.
+
+    Reads any tidy table with step, layer, alpha and traps columns: a monitor log or the
+    `layers` table of a stored run. Columns: first_alarm (step or NA), layer, reason.
+    """
+    missing = {"step", "layer", "alpha", "traps"} - set(layers.columns)
+    if missing:
+        raise ValueError(f"layers table lacks columns {sorted(missing)}; has {list(layers.columns)}")
+    table = layers if "seed" in layers else layers.assign(seed=0)
+    if watched is not None:
+        table = table[table.layer.isin(watched)]
+    table = table.assign(reason=alarm_reasons(table, alpha_threshold, max_traps)).sort_values(["seed", "step", "layer"])
+    seeds = sorted((layers if "seed" in layers else table).seed.unique())
+    alarmed = table[table.reason != ""].groupby("seed").first()  # sorted: the earliest step
+    return pd.DataFrame({"first_alarm": pd.array([alarmed.step.get(s) for s in seeds], dtype="Int64"),
+                         "layer": [alarmed.layer.get(s, "") for s in seeds],
+                         "reason": [alarmed.reason.get(s, "") for s in seeds]},
+                        index=pd.Index(seeds, name="seed"))
+
+
+def lead_times(layers: pd.DataFrame, curves: pd.DataFrame, watched: Sequence[str] = ("fc1", "fc2"),
+               alpha_threshold: float = ALPHA_THRESHOLD, max_traps: int = 0) -> pd.DataFrame:
+    """Per seed of a stored run: first alarm, start of the collapse (`grokutils.phases`), lead, verdict."""
+    table = first_alarms(layers, watched, alpha_threshold, max_traps)
+    by_seed = seed_phases(curves if "seed" in curves else curves.assign(seed=0))
+    collapse = {seed: by_seed[seed].t_collapse if seed in by_seed else None for seed in table.index}
+    table["t_collapse"] = pd.array([collapse[seed] for seed in table.index], dtype="Int64")
+    table["lead_steps"] = table["t_collapse"] - table["first_alarm"]
+    table["verdict"] = [_verdict(alarm, fall) for alarm, fall in zip(table.first_alarm, table.t_collapse)]
+    return table
+
+
+def _verdict(alarm, collapse) -> str:
+    """Words for one (first alarm, collapse) pair of steps, either possibly missing."""
+    if pd.isna(alarm):
+        return "no alarm, no collapse within the run" if pd.isna(collapse) else "missed: collapse without alarm"
+    if pd.isna(collapse):
+        return "false alarm: no collapse within the run"
+    return "alarm before collapse" if alarm <= collapse else "late: alarm after collapse"

@@ -17,15 +17,13 @@ stacks them back.
 """
 from __future__ import annotations
 
-import copy
-import functools
 import logging
 
 import torch
 from torch import nn
 
 from grokutils.config import MLPConfig
-from grokutils.models import DTYPES, MLP, make_mlp
+from grokutils.models import make_mlp
 
 log = logging.getLogger(__name__)
 
@@ -90,39 +88,6 @@ class BatchedMLP(nn.Module):
     def seed_weights(self, index: int) -> dict[str, torch.Tensor]:
         """The `MLP.state_dict()` of seed `index` (fresh CPU tensors)."""
         return {name: tensor[index].detach().cpu().clone() for name, tensor in self.state_dict().items()}
-
-
-OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
-
-
-def make_optimizer(config: MLPConfig, parameters, plain: bool = False) -> torch.optim.Optimizer:
-    """The config's optimizer (`config.optimizer`) at its lr and weight decay, other settings
-    PyTorch's defaults (AdamW, Adam: betas (0.9, 0.999), eps 1e-8; SGD: no momentum; Adam's
-    weight decay is an L2 term in the gradient, AdamW's is decoupled).
-
-    Unless `plain`, Adam and AdamW use PyTorch's fused kernel where it pays: on CUDA and in
-    float32 (one pass over each parameter instead of about ten, rounding differs slightly);
-    in float64 on the CPU its single-tensor code, which `torch.optim` uses there by default.
-    """
-    parameters = list(parameters)
-    options = {"lr": config.lr, "weight_decay": config.weight_decay}
-    if not plain and config.optimizer in ("adam", "adamw"):
-        fused = parameters[0].device.type == "cuda" or parameters[0].dtype == torch.float32
-        options.update({"fused": True} if fused else {"foreach": False})
-    return OPTIMIZERS[config.optimizer](parameters, **options)
-
-
-def plain_parameter_groups(config: MLPConfig) -> list[dict]:
-    """The `param_groups` of the config's optimizer over one plain `MLP`, without implementation
-    flags: what a one-seed loop saves."""
-    return copy.deepcopy(_plain_parameter_groups(config))
-
-
-@functools.lru_cache(maxsize=8)
-def _plain_parameter_groups(config: MLPConfig) -> list[dict]:
-    with torch.device("meta"):
-        return make_optimizer(config, MLP().to(DTYPES[config.dtype]).parameters(),
-                              plain=True).state_dict()["param_groups"]
 
 
 def seed_states(model: BatchedMLP, optimizer: torch.optim.Optimizer, index: int,

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from grokutils import phases as phase_rule
-from grokutils.measures import with_average_alpha, with_fc1_entropy
+from grokutils.mlp import with_average_alpha, with_fc1_entropy
 from grokutils.phases import Phases
 from grokutils.store import RunResult
 

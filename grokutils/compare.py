@@ -1,4 +1,4 @@
-"""Two stored MLP runs side by side, checkpoint by checkpoint (chapter 08).
+"""Two stored MLP runs side by side, checkpoint by checkpoint.
 
     paired_curve(run_32, run_64, "test_accuracy")   # float32 against float64, seed by seed
     on_steps(run_1e6, run_2e5.curves.step.unique(), "test_accuracy")   # the long run where the short one looked

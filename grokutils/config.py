@@ -21,7 +21,8 @@ from grokutils.transformer import DTYPES as MODADD_DTYPES
 
 LATE_FIELDS = {"init_from": "", "optimizer": "adamw"}  # field -> the default at which it stays out of the hash
 INIT_FROM = re.compile(r"^[^:]+:(init|best|final)$")  # modular addition: a stored run's kept weights
-MLP_OPTIMIZERS = ("adamw", "adam", "sgd")  # the MLP's torch.optim optimizer (grokutils.batched.make_optimizer)
+# The MLP's optimizers by name, the one registry (grokutils.mlp.make_optimizer builds them)
+MLP_OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 STEP_IMPLEMENTATIONS = ("fast", "reference", "compiled", "lean")  # modular addition: attention per token, at
 # every position, the fast loss under torch.compile, or that loss laid out for the CPU, compiled, with the fused
 # AdamW (grokutils.modadd.loss_function, make_optimizer)
@@ -123,7 +124,7 @@ class MLPConfig:
                 "True or False")
         require("data_source", self.data_source, self.data_source in DATA_SOURCES, f"one of {DATA_SOURCES}")
         require("dtype", self.dtype, self.dtype in MLP_DTYPES, f"one of {sorted(MLP_DTYPES)}")
-        require("optimizer", self.optimizer, self.optimizer in MLP_OPTIMIZERS, f"one of {MLP_OPTIMIZERS}")
+        require("optimizer", self.optimizer, self.optimizer in MLP_OPTIMIZERS, f"one of {tuple(MLP_OPTIMIZERS)}")
         n_train = 10 * self.n_per_class
         require("batch_size", self.batch_size, self.batch_size <= n_train, f"at most the {n_train} training images")
 

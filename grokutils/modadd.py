@@ -1,4 +1,4 @@
-"""Modular addition (paper (b) Appendix H): the data, optimizer, schedule, loss and measures.
+"""Modular addition (paper (b) Appendix H): the data, optimizer, schedule, loss, measures and task.
 
     result = engine.run(ModAddConfig(steps=20_000))   # config: grokutils.config; loop: grokutils.train
 
@@ -12,8 +12,8 @@ Each checkpoint is measured in a worker process while training goes on: accuracy
 HTSR alpha and correlation traps of the eight analyzed matrices (W_Q, W_K, W_V analyzed as
 128 x 128 matrices holding all four heads: a single head's 32 x 128 block has only 32
 eigenvalues, too few for a tail fit and pooled five-fold by WeightWatcher), their spectra,
-and the Fourier readouts of `grokutils.transformer`. Its tables and figures are in
-`grokutils.plots.modadd`.
+and the Fourier readouts of `grokutils.transformer`. Its tables are in
+`grokutils.modadd_analysis`, its figures in `grokutils.plots.modadd`.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from grokutils import transformer
 from grokutils.config import ModAddConfig, resolve_init_from
 from grokutils.data import ModularAdditionData, modular_addition_data
 from grokutils.measures import layer_measures
+from grokutils.train import epoch_rows, train_step
 from grokutils.transformer import FullBatch, make_transformer
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def split_batch(data: ModularAdditionData, split: str) -> FullBatch:
 def make_optimizer(config: ModAddConfig, parameters) -> torch.optim.AdamW:
     """AdamW over `parameters` with the config's settings; with `step_impl="lean"` PyTorch's fused
     AdamW (one kernel for all parameters), else its default multi-tensor one. The same call as the
-    MLP's `grokutils.batched.make_optimizer(config, parameters)`."""
+    MLP's `grokutils.mlp.make_optimizer(config, parameters)`."""
     fused = {"fused": True} if config.step_impl == "lean" else {}
     return torch.optim.AdamW(parameters, lr=config.lr, betas=(config.beta1, config.beta2),
                              eps=config.eps, weight_decay=config.weight_decay, **fused)
@@ -197,3 +198,52 @@ def search_configs(base: ModAddConfig, overrides: list[dict]) -> list[ModAddConf
     return configs
 
 
+# --- the task ----------------------------------------------------------------------------------
+
+
+class ModAddTask:
+    """Modular addition as `grokutils.tasks.Task`: one transformer per seed (groups of one)."""
+
+    config_class = ModAddConfig
+    group_size = 1
+
+    def data(self, config: ModAddConfig) -> ModularAdditionData:
+        return cached_data(config.p, config.train_fraction, config.data_seed)
+
+    def describe(self, config: ModAddConfig, data: ModularAdditionData) -> str:
+        return f"all {config.p}x{config.p} pairs, {len(data.train_idx)} for training (seed {config.data_seed})"
+
+    def model_and_optimizer(self, config: ModAddConfig, seeds: list[int], device: torch.device):
+        (seed,) = seeds
+        model = make_transformer(seed, config.p, config.dtype)
+        if config.init_from:
+            model.load_state_dict(initial_weights(config, seed))
+        model = model.to(device)
+        return model, make_optimizer(config, model.parameters())
+
+    def seed_state(self, model, optimizer, index: int, config: ModAddConfig) -> tuple[dict, dict]:
+        return model.state_dict(), optimizer.state_dict()
+
+    def load_states(self, model, optimizer, states: list[dict]) -> None:
+        (state,) = states
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+
+    def train_set(self, config: ModAddConfig, data: ModularAdditionData, device: torch.device) -> FullBatch:
+        return split_batch(data, "train").to(device)
+
+    def step(self, config: ModAddConfig, seeds: list[int], step: int, model, optimizer,
+             train_set: FullBatch) -> torch.Tensor:
+        """One update (a mini-batch if the config has a batch size, else the whole train set); (1,) loss."""
+        batch, loss_of = train_set, loss_function(config)
+        if config.batch_size:
+            rows = epoch_rows(seeds[0], step, len(batch.labels), config.batch_size)
+            batch = batch.subset(rows.to(batch.a.device))
+        return train_step(model, optimizer, lambda: loss_of(batch, model), learning_rate(config, step)).reshape(1)
+
+    def measure_checkpoint(self, state: dict[str, torch.Tensor], config: ModAddConfig, seed: int,
+                           step: int) -> tuple[dict, list[dict], dict]:
+        return measure_checkpoint(state, config, seed, step)
+
+
+MODADD = ModAddTask()

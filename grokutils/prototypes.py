@@ -24,7 +24,7 @@ import pandas as pd
 from grokutils import traps
 from grokutils.measures import shuffle_seed
 from grokutils.plots import traps as trap_plots
-from grokutils.plots.common import image_28, in_batch, stamp_protocol, step_axis
+from grokutils.plots.common import BOOK_WIDTH_IN, image_28, in_batch, stamp_protocol, step_axis
 
 LAYERS = ("fc1", "fc2", "fc3")
 CHECKPOINTS = ("init", "best", "final")  # the checkpoints whose weights the results store keeps
@@ -89,7 +89,7 @@ def prototype_figure(result, seed: int) -> plt.Figure:
 def tail_rows_figure(result, seed: int, k: int = 10) -> plt.Figure:
     """Figure 15: the k rows of W1 with the largest tail-vector coordinates, per checkpoint."""
     weights = key_weights(result, seed)
-    fig, axes = plt.subplots(len(CHECKPOINTS), k, figsize=(1.3 * k, 1.6 * len(CHECKPOINTS)), squeeze=False)
+    fig, axes = plt.subplots(len(CHECKPOINTS), k, figsize=(BOOK_WIDTH_IN, 1.2 * len(CHECKPOINTS)), squeeze=False)
     for row, which in enumerate(CHECKPOINTS):
         indices, rows = tail_rows(weights[which]["fc1"], k)
         for col, (index, pixels) in enumerate(zip(indices, rows)):
@@ -114,7 +114,7 @@ def weight_extremes(result) -> pd.DataFrame:
 def weight_histograms_figure(result, seed: int) -> plt.Figure:
     """Figure 14: histograms of W1, W2, W3 (log counts) at init, best and final, extremes marked."""
     weights = key_weights(result, seed)
-    fig, axes = plt.subplots(len(LAYERS), len(CHECKPOINTS), figsize=(10, 7.5), sharey="row")
+    fig, axes = plt.subplots(len(LAYERS), len(CHECKPOINTS), figsize=(BOOK_WIDTH_IN, 7.5), sharey="row")
     for col, which in enumerate(CHECKPOINTS):
         for row, layer in enumerate(LAYERS):
             ax, values = axes[row, col], weights[which][layer].ravel()
@@ -159,7 +159,8 @@ def explorer_figure(result, seed: int, step: int, layer: str = "fc1") -> plt.Fig
         steps = sorted(result.layers[result.layers.seed == seed].step.unique())
         raise ValueError(f"no checkpoint (seed {seed}, step {step}, layer {layer!r}); logged steps: {steps}")
     fields = table.loc[(seed, step, layer)]
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.4), gridspec_kw={"width_ratios": [1.2, 1.2, 1.2, 0.8]})
+    fig, grid = plt.subplots(2, 2, figsize=(BOOK_WIDTH_IN, 6.2))
+    axes = grid.ravel()
     curves = result.curves[result.curves.seed == seed]
     for split in ("train", "test"):
         axes[0].plot(curves.step, curves[f"{split}_accuracy"], label=split)

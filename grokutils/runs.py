@@ -17,7 +17,7 @@ An entry's keys are fields of `MLPConfig` or `ModAddConfig`, plus `device` (wher
 is not stored yet); reading the profile checks them, so an unknown key or a bad value stops
 before any work. The MLP entry sets no `weight_decay`: the chapters choose it (0.0, and 0.01
 for the control), and a profile that sets one is refused rather than silently overridden.
-Chapters 01, 02, 04, 05, 07 and the scorecard all read the same `mlp` entry, so no chapter can
+Every MLP chapter and the scorecard read the same `mlp` entry, so no chapter can
 retrain a run another one shows.
 """
 from __future__ import annotations
@@ -120,7 +120,7 @@ def _config_fields(experiment: str, profile: str | Path) -> dict:
 
 
 def mlp_config(weight_decay: float = 0.0, profile: str | Path = "accelerated") -> MLPConfig:
-    """The profile's MLP run at this weight decay (0.0: chapter 01; 0.01: the control of chapter 02).
+    """The profile's MLP run at this weight decay (0.0: the main run; 0.01: its weight-decay control).
 
     The chapter chooses the weight decay; a profile whose `runs.mlp` sets one is refused.
     """

@@ -14,7 +14,7 @@ import pandas as pd
 
 from grokutils import paper
 from grokutils.fits import with_fit_diagnostics
-from grokutils.measures import with_average_alpha
+from grokutils.mlp import with_average_alpha
 from grokutils.phases import COLLAPSE_DROP, SCALES, claim_steps, collapse_table, find_phases, smoothed_curves
 from grokutils.store import RunResult
 

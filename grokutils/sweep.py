@@ -29,7 +29,7 @@ import torch
 
 from grokutils import store, tasks
 from grokutils.config import MLPConfig, resolve_device
-from grokutils.measures import cached_mnist
+from grokutils.mlp import cached_mnist
 from grokutils.models import make_mlp
 from grokutils.paths import RESULTS_DIR
 from grokutils.store import file_sha256

@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from grokutils import batched, tasks
-from grokutils.config import MLPConfig
+from grokutils import batched, mlp, tasks
+from grokutils.config import MLP_OPTIMIZERS, MLPConfig
+from grokutils.mlp import batch_indices
 from grokutils.models import make_mlp
-from grokutils.tasks import batch_indices
 from grokutils.train import SeedGroup, train_seed, train_seeds
 
 CPU = torch.device("cpu")
@@ -92,7 +92,7 @@ def _assert_same(actual: torch.Tensor, expected: torch.Tensor, what: str, rtol: 
 def _plain_loop(config: MLPConfig, seed: int, x: torch.Tensor, y: torch.Tensor, steps: int):
     """The plain PyTorch loop with the batch order of `batch_indices`; returns model, optimizer, losses."""
     model = make_mlp(seed, config.init_scale, config.dtype)
-    optimizer = batched.OPTIMIZERS[config.optimizer](model.parameters(), lr=config.lr,
+    optimizer = MLP_OPTIMIZERS[config.optimizer](model.parameters(), lr=config.lr,
                                                      weight_decay=config.weight_decay)
     dtype = model.fc1.weight.dtype
     x, y_onehot, losses = x.to(dtype), F.one_hot(y, 10).to(dtype), []
@@ -186,8 +186,8 @@ def test_compiled_float32_matches_the_plain_float32_loop_to_a_stated_tolerance()
 
 
 def test_compilation_is_the_default_for_float32_only_on_the_cpu():
-    assert tasks.default_compile(CPU, "float32") and not tasks.default_compile(CPU, "float64")
-    assert tasks.default_compile(torch.device("cuda"), "float64")
+    assert mlp.default_compile(CPU, "float32") and not mlp.default_compile(CPU, "float64")
+    assert mlp.default_compile(torch.device("cuda"), "float64")
 
 
 def test_failed_compilation_falls_back_to_the_eager_loss_with_one_warning(monkeypatch, caplog):
@@ -211,7 +211,7 @@ def test_a_seed_state_round_trips_through_load_seed_states():
     other = _group(CHECKPOINTED, [1, 0])
     batched.load_seed_states(other.model, other.optimizer, states)
     for index, seed in enumerate((1, 0)):
-        again = batched.seed_states(other.model, other.optimizer, index, batched.plain_parameter_groups(CHECKPOINTED))
+        again = batched.seed_states(other.model, other.optimizer, index, mlp.plain_parameter_groups(CHECKPOINTED))
         for name, tensor in states[index]["model"].items():
             assert torch.equal(again[0][name], tensor), (seed, name)
         for i, entry in states[index]["optimizer"]["state"].items():

@@ -11,6 +11,7 @@ variable CI set), where they fail. BOOK_HTML overrides the folder of the built b
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -291,10 +292,8 @@ def test_execution_report_lists_every_notebook(html_root):
     assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d", text) and re.search(r"\d+ s|\d+\.\d min", text)
 
 
-@pytest.mark.browser
-def test_pages_log_no_console_errors_offline(html_root, chromium):
-    """Every page in headless Chromium (selenium, chromium-driver), every host unresolvable:
-    nothing in the console at level SEVERE (a failed CDN load, a script error)."""
+def selenium_chromium(chromium: str, window: tuple[int, int] = WINDOW):
+    """Headless Chromium under selenium (chromium-driver), every host unresolvable."""
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.chrome.service import Service
 
@@ -304,11 +303,89 @@ def test_pages_log_no_console_errors_offline(html_root, chromium):
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--host-resolver-rules=MAP * ~NOTFOUND", f"--window-size={WINDOW[0]},{WINDOW[1]}"):
+                     "--host-resolver-rules=MAP * ~NOTFOUND", f"--window-size={window[0]},{window[1]}"):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
     driver.set_page_load_timeout(CHROMIUM_TIMEOUT_S)
+    return driver
+
+
+READING_WINDOW = (1440, 1000)  # a laptop's browser window, both of the book's sidebars shown
+# Per page: each image's address, natural width and width shown, and each table's width against
+# its container's (CSS pixels), as laid out in READING_WINDOW.
+LAYOUT_JS = """const article = document.querySelector('.bd-article');
+if (!article) return {images: [], tables: []};  // a redirect, the search page
+return {images: Array.from(article.querySelectorAll('img')).map(
+            image => [image.src, image.naturalWidth, image.getBoundingClientRect().width]),
+        tables: Array.from(article.querySelectorAll('table')).map(
+            table => [table.scrollWidth, table.parentElement.clientWidth, table.innerText.slice(0, 60)])};"""
+
+
+@pytest.fixture(scope="module")
+def layout(html_root, chromium) -> dict[str, dict]:
+    """Every page's images and tables as Chromium lays them out in READING_WINDOW."""
+    driver = selenium_chromium(chromium, READING_WINDOW)
+    try:
+        measured = {}
+        for page in book_pages(html_root):
+            driver.get(page.as_uri())
+            measured[page.relative_to(html_root).as_posix()] = driver.execute_script(LAYOUT_JS)
+    finally:
+        driver.quit()
+    return measured
+
+
+def shown_text(source: str, natural: int, shown: float) -> tuple[float, str] | None:
+    """The smallest text of a figure as shown, in pixels, and that text, from the text record the
+    notebooks write into each figure's PNG (`plots.common.figure_png`); None without a record."""
+    from PIL import Image
+
+    from grokutils.plots.common import TEXT_RECORD_KEY, shown_text_px
+
+    path = Path(unquote(urlsplit(source).path))
+    with Image.open(path) as image:
+        text = getattr(image, "text", {}).get(TEXT_RECORD_KEY)
+    if text is None:
+        return None
+    record = json.loads(text)
+    return shown_text_px(record["points"], record["dpi"], shown / natural), record["text"]
+
+
+@pytest.mark.browser
+def test_every_figure_shows_its_text_at_least_9_px_tall(layout):
+    """Issue 32: each figure's smallest text (tick labels, legends, the protocol stamp), as large as
+    Chromium shows it in a 1,440-px window: its font size and dpi recorded in the PNG, times the
+    ratio of the width shown to the image's own width."""
+    from grokutils.plots.common import MIN_TEXT_PX
+
+    small, unrecorded = {}, []
+    for page, found in layout.items():
+        for source, natural, shown in found["images"]:
+            if "/_images/" not in source or not natural:
+                continue  # not a notebook's output (the theme's logo)
+            measured = shown_text(source, natural, shown)
+            if measured is None:
+                unrecorded.append(f"{page}: {source.rsplit('/', 1)[-1]}")
+            elif measured[0] < MIN_TEXT_PX - 0.05:
+                small[f"{page}: {source.rsplit('/', 1)[-1][:16]}"] = (round(measured[0], 1), measured[1])
+    assert not unrecorded, f"figures not shown through plots.common.setup (no text record): {unrecorded}"
+    assert not small, f"text under {MIN_TEXT_PX} px (px, text): {small}"
+
+
+@pytest.mark.browser
+def test_every_table_fits_its_column(layout):
+    """Issue 32: no table is wider than the column it sits in (no hidden, scrolled-to columns)."""
+    wide = {f"{page}: {text!r}": (width, column) for page, found in layout.items()
+            for width, column, text in found["tables"] if width > column + 1}
+    assert not wide, f"tables wider than their column (width, column px): {wide}"
+
+
+@pytest.mark.browser
+def test_pages_log_no_console_errors_offline(html_root, chromium):
+    """Every page in headless Chromium (selenium, chromium-driver), every host unresolvable:
+    nothing in the console at level SEVERE (a failed CDN load, a script error)."""
+    driver = selenium_chromium(chromium)
     errors = {}
     try:
         for page in book_pages(html_root):

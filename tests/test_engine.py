@@ -5,7 +5,6 @@ addition (one seed at a time), both through `grokutils.train.train_seeds`.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import subprocess
@@ -166,7 +165,7 @@ def test_early_failure_leaves_no_partial_folder_or_lock(name, tmp_path, monkeypa
         raise OSError("no data here")
 
     task = SETUPS[name][0]
-    monkeypatch.setitem(tasks.TASKS, task.config_class, dataclasses.replace(task, data=no_data))
+    monkeypatch.setattr(task, "data", no_data)
     with pytest.raises(OSError, match="no data here"):
         engine.run(SETUPS[name][1](5, 2), results_dir=tmp_path, device="cpu", n_workers=0, progress=False)
     assert list(tmp_path.iterdir()) == []

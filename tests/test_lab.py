@@ -10,7 +10,11 @@ is touched; selenium drives Debian's chromium through chromium-driver. The test
 * runs all of 05's cells: no error output; the explorer renders as a slider, and moving the
   slider redraws the figure;
 * opens notebook 00 and runs it: no error output;
-* opens every other notebook: none is marked modified once its kernel is idle.
+* opens every other notebook: none is marked modified once its kernel is idle;
+* in none does jupyterlab-myst log an error (a cross-reference to another page, which it cannot
+  resolve: chapters link to each other with plain links to the files);
+* 05 starts with the note that the text shows glue names, and its last cell lists them with
+  their values (`grokutils.glue.quoted_values`).
 
 Every wait is bounded (LAB_TIMEOUT_S in all), the server is stopped at the end, and a failure
 leaves screenshots and the server's log in `_build/test-lab/` (printed in the message).
@@ -140,6 +144,7 @@ def browser(lab):
                      f"--window-size={WINDOW[0]},{WINDOW[1]}", "--disable-background-networking",
                      "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"):
         options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # jupyterlab-myst's errors
     driver = webdriver.Chrome(service=Service(_which(DRIVER_NAMES)), options=options)
     driver.set_script_timeout(RUN_TIMEOUT_S)
     driver.set_page_load_timeout(START_TIMEOUT_S)
@@ -219,6 +224,26 @@ def _raw_myst(cells: list[dict]) -> list[str]:
             if any(marker in cell["text"] for marker in RAW_MYST) or LABEL_TARGET.search(cell["text"])]
 
 
+def _myst_errors(browser) -> list[str]:
+    """jupyterlab-myst's errors logged in the console since the last call (a cross-reference target
+    not found, an unknown role)."""
+    return [entry["message"].split('"', 1)[-1][:200] for entry in browser.get_log("browser")
+            if entry["level"] == "SEVERE" and "jupyterlab-myst" in entry["message"]]
+
+
+def _last_output_text(browser) -> str:
+    """The text of the open notebook's last code cell's outputs, from the notebook's model."""
+    return browser.execute_script(PANEL + """
+const model = panel.content.model; let text = '';
+for (let i = model.cells.length - 1; i >= 0; i--) {
+  const cell = model.cells.get(i);
+  if (cell.type !== 'code') continue;
+  for (const output of cell.outputs.toJSON()) text += (output.data && output.data['text/plain']) || '';
+  break;
+}
+return text;""")
+
+
 def _explorer_image(browser) -> str | None:
     """The `src` of the figure inside the explorer widget's output, or None."""
     return browser.execute_script(
@@ -246,6 +271,10 @@ def _check_notebooks(lab, browser) -> None:
     assert cells and all(cell["myst"] for cell in cells), f"{path}: markdown not rendered by jupyterlab-myst"
     assert not _raw_myst(cells), f"markdown cells of {path} show MyST as raw text: {_raw_myst(cells)}"
     assert CITED_KEY in cells[0]["text"] and "glue" not in cells[0]["text"], cells[0]["text"][:400]
+    # the text shows glue names: a note says so, and the last cell lists each with its value
+    assert "shows as the name it is glued under" in cells[1]["text"], cells[1]["text"][:400]
+    assert "top_k" in _last_output_text(browser), _last_output_text(browser)[:400]
+    myst_errors = {"05_prototypes.ipynb": _myst_errors(browser)}
 
     state = _run_all(browser, path)
     errors = [error for cell in state["cells"] for error in cell["errors"]]
@@ -266,11 +295,16 @@ def _check_notebooks(lab, browser) -> None:
     errors = [error for cell in state["cells"] for error in cell["errors"]]
     assert not errors, f"{path}: error outputs {errors}"
 
+    myst_errors["00_data.ipynb"] = _myst_errors(browser)
+
     opened_dirty = []
     for notebook in sorted((REPO_ROOT / "notebooks").glob("[0-9]*.ipynb")):
         path = f"notebooks/{notebook.name}"
         if path not in ("notebooks/05_prototypes.ipynb", "notebooks/00_data.ipynb"):
             if _open(browser, url, token, path)["dirty"]:
                 opened_dirty.append(notebook.name)
+            myst_errors[notebook.name] = _myst_errors(browser)
             browser.execute_script(PANEL + "panel.sessionContext.shutdown().then(() => panel.dispose());")
     assert not opened_dirty, f"marked modified right after opening: {opened_dirty}"
+    myst_errors = {name: sorted(set(errors)) for name, errors in myst_errors.items() if errors}
+    assert not myst_errors, f"jupyterlab-myst errors in the console (a reference it cannot resolve): {myst_errors}"

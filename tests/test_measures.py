@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from grokutils import htsr, measures
+from grokutils import htsr, measures, mlp
 from grokutils.config import MLPConfig
 from grokutils.models import make_mlp
 
@@ -37,7 +37,7 @@ def test_abs_weight_entropy_by_hand():
 def test_checkpoint_alpha_equals_direct_weightwatcher_call():
     """The alpha stored per layer is exactly weightwatcher's on the same float64 weights."""
     state = make_mlp(2).state_dict()
-    model_row, layer_rows, arrays = measures.measure_checkpoint(state, MLPConfig(), seed=2, step=40)
+    model_row, layer_rows, arrays = mlp.measure_checkpoint(state, MLPConfig(), seed=2, step=40)
     ww = htsr.import_weightwatcher()
     np.random.seed(measures.shuffle_seed(2, 40))
     direct = ww.WeightWatcher(model={k: v.numpy() for k, v in state.items() if k.endswith("weight")}).analyze(
@@ -57,14 +57,14 @@ def test_circuit_complexity_is_zero_without_perturbation():
     model = make_mlp(0).eval()
     x = torch.rand(20, 784, dtype=torch.float64)
     with torch.no_grad():
-        assert measures.circuit_complexity_paper(model, x, drop_fraction=0.0, seed=0) == pytest.approx(0.0)
-        assert measures.circuit_complexity_notebook(model, x, dropout_p=0.0, seed=0) == pytest.approx(0.0)
+        assert mlp.circuit_complexity_paper(model, x, drop_fraction=0.0, seed=0) == pytest.approx(0.0)
+        assert mlp.circuit_complexity_notebook(model, x, dropout_p=0.0, seed=0) == pytest.approx(0.0)
 
 
 def test_a_float32_checkpoint_is_measured_in_float32():
     """Issue 15, item 1: the float64 data used to meet a float32 model (`mat1 and mat2 must have the same dtype`)."""
     from grokutils.config import MLPConfig
-    from grokutils.measures import model_measures
+    from grokutils.mlp import model_measures
 
     config = MLPConfig(steps=10, dtype="float32")
     state = make_mlp(0, config.init_scale, "float32").state_dict()

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from grokutils import modadd, paper, spectra, store, tasks, transformer
+from grokutils import modadd, modadd_analysis, paper, spectra, store, tasks, transformer
 from grokutils.config import ModAddConfig
 from grokutils.data import modular_addition_data
 from grokutils.modadd import learning_rate
@@ -132,14 +132,14 @@ def test_measured_accuracy_matches_the_reference_forward(tiny_modadd):
 
 def test_tables_and_figures_draw_from_a_run(tiny_modadd):
     phases = find_phases(tiny_modadd.curves)
-    table5 = modadd_plots.accuracy_table(tiny_modadd, phases)
+    table5 = modadd_analysis.accuracy_table(tiny_modadd, phases)
     assert list(table5.index) == list(paper.PHASES)
-    table6 = modadd_plots.layer_phase_table(tiny_modadd, phases, "alpha", paper.MODADD_TABLE6_ALPHA)
+    table6 = modadd_analysis.layer_phase_table(tiny_modadd, phases, "alpha", paper.MODADD_TABLE6_ALPHA)
     assert list(table6.index) == [*transformer.ANALYZED, "mean"]
     assert table6[("anti-grokking", "paper")]["mean"] == "3.89 ± 0.68"
-    for table in (modadd_plots.key_gram_table(tiny_modadd, phases), modadd_plots.dft_table(tiny_modadd, phases),
-                  modadd_plots.kernel_table(tiny_modadd, phases),
-                  modadd_plots.search_table(ModAddConfig(), [tiny_modadd])):
+    for table in (modadd_analysis.key_gram_table(tiny_modadd, phases), modadd_analysis.dft_table(tiny_modadd, phases),
+                  modadd_analysis.kernel_table(tiny_modadd, phases),
+                  modadd_analysis.search_table(ModAddConfig(), [tiny_modadd])):
         assert len(table) > 0
     for figure in (modadd_plots.layers_and_accuracy_figure(tiny_modadd, phases, "traps", "traps"),
                    modadd_plots.esd_figure(tiny_modadd, phases), modadd_plots.dft_figure(tiny_modadd, phases),
@@ -156,11 +156,11 @@ def test_the_search_bar_needs_a_fall_of_0_2_with_train_accuracy_held():
         return Phases(fit, 100, None, 1000, peak, final, t_held_end=1000 if held else 500,
                       held_test_accuracy=final if held else peak, t_slip=None if held else 600)
 
-    assert modadd_plots.search_verdict(phases(1.0, 0.79, True)).startswith("yes")
-    assert modadd_plots.search_verdict(phases(1.0, 0.81, True)) == "no: falls 0.19 (< 0.2)"
-    assert modadd_plots.search_verdict(phases(1.0, 0.3, False)) == (
+    assert modadd_analysis.search_verdict(phases(1.0, 0.79, True)).startswith("yes")
+    assert modadd_analysis.search_verdict(phases(1.0, 0.81, True)) == "no: falls 0.19 (< 0.2)"
+    assert modadd_analysis.search_verdict(phases(1.0, 0.3, False)) == (
         "no: falls 0.70, but only 0.00 with train accuracy held")
-    assert modadd_plots.search_verdict(phases(0.1, 0.0, False, fit=None)) == "no: never fits the training set"
+    assert modadd_analysis.search_verdict(phases(0.1, 0.0, False, fit=None)) == "no: never fits the training set"
 
 
 def test_search_configs_refuse_unknown_fields():
@@ -255,8 +255,8 @@ def test_late_l2_change_reads_from_a_fraction_of_the_last_step():
     steps = [0, 10, 100, 1000]
     curves = pd.DataFrame({"seed": 0, "step": steps, "l2_norm": [1.0, 2.0, 4.0, 5.0]})
     run = RunResult(path=None, config=ModAddConfig(), meta={}, curves=curves, layers=pd.DataFrame())
-    assert modadd_plots.late_l2_change(run, decades=1) == pytest.approx(0.2)  # from step 100 (4.0) to 1000 (5.0)
-    assert modadd_plots.late_l2_change(run, decades=2) == pytest.approx(0.6)  # from step 10 (2.0)
+    assert modadd_analysis.late_l2_change(run, decades=1) == pytest.approx(0.2)  # from step 100 (4.0) to 1000 (5.0)
+    assert modadd_analysis.late_l2_change(run, decades=2) == pytest.approx(0.6)  # from step 10 (2.0)
 
 
 def test_init_from_main_follows_the_main_runs_current_settings():

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from grokutils.plots.alarm import first_alarms, lead_times
+from grokutils.alarm_eval import first_alarms, lead_times
 from grokutils.tools.alarm_log import alarm_reasons
 from grokutils.tools.monitor import AlarmStop, AlarmWarning, Monitor, analyzed_modules, read_log, snapshot
 

@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from grokutils.measures import with_average_alpha  # noqa: E402
+from grokutils.mlp import with_average_alpha  # noqa: E402
 from grokutils.phases import find_phases  # noqa: E402
 from grokutils.plots import mlp as figures  # noqa: E402
 
@@ -72,7 +72,7 @@ def test_weight_collapse_finds_the_first_fall_of_the_norm_below_one_percent():
 
     import pandas as pd
 
-    from grokutils.plots.modadd import weight_collapse
+    from grokutils.modadd_analysis import weight_collapse
 
     steps = [0, 10, 20, 30, 40]
     curves = pd.DataFrame({"seed": 0, "step": steps, "l2_norm": [5.0, 30.0, 31.0, 0.2, 2.0],
@@ -91,7 +91,7 @@ def test_collapse_words_name_the_collapse_and_what_its_float64_twin_did():
     import pandas as pd
 
     from grokutils.config import ModAddConfig
-    from grokutils.plots.modadd import collapse_words
+    from grokutils.modadd_analysis import collapse_words
 
     def run(dtype, fall_at):
         norms = [30.0 if step < fall_at else 0.01 for step in (0, 10, 20, 30)]
@@ -128,3 +128,62 @@ def test_protocol_name_says_what_a_run_is(fields, name):
     config = MLPConfig(**fields)
     assert paper.protocol_name(config) == name
     assert paper.protocol_note(config).startswith(name[0].upper() + name[1:])
+
+
+def _small_print_figure(width: float) -> plt.Figure:
+    """Two panels with 7-pt text, a 7-pt legend and 7-pt tick labels, a 20-pt title."""
+    fig, axes = plt.subplots(1, 2, figsize=(width, 3.5))
+    for ax in axes:
+        ax.plot([1, 10, 100], [0.1, 0.5, 0.9], label="test")
+        ax.set_xscale("log")
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
+        ax.text(1, 0.5, "phase", fontsize=7)
+    fig.suptitle("big title", fontsize=20)
+    return fig
+
+
+def test_legible_raises_small_text_of_a_wide_figure_to_the_book_minimum():
+    """Issue 32: an 11-in figure is shown at 768 px, where 7-pt text is 6.8 px tall."""
+    from grokutils.plots.common import MIN_TEXT_PX, book_scale, legible, shown_text_px, smallest_text
+
+    fig = _small_print_figure(11)
+    scale = book_scale(fig)
+    assert scale == pytest.approx(768 / 1100)
+    assert shown_text_px(smallest_text(fig)[0], 100, scale) == pytest.approx(7 * 100 / 72 * 768 / 1100)
+    legible(fig)
+    assert shown_text_px(smallest_text(fig)[0], 100, scale) == pytest.approx(MIN_TEXT_PX)
+    assert fig.get_suptitle() == "big title" and fig._suptitle.get_fontsize() == 20  # larger text untouched
+    tick_sizes = {label.get_fontsize() for ax in fig.axes for label in ax.xaxis.get_ticklabels(minor=True)}
+    assert min(tick_sizes) >= MIN_TEXT_PX / shown_text_px(1, 100, scale) - 1e-9  # minor tick labels too
+    plt.close(fig)
+
+
+def test_legible_leaves_a_figure_that_fits_the_book_as_it_is():
+    from grokutils.plots.common import legible, smallest_text
+
+    fig = _small_print_figure(7)
+    before = smallest_text(fig)
+    legible(fig)
+    assert smallest_text(fig) == before == (7, before[1])  # 9.7 px, shown unscaled
+    plt.close(fig)
+
+
+def test_a_shown_figure_records_its_smallest_text_in_the_png():
+    """What the book test reads back: the PNG a notebook shows carries the figure's smallest text
+    (after `legible`) and its dpi."""
+    import base64
+    import io
+    import json
+
+    from PIL import Image
+
+    from grokutils.plots.common import TEXT_RECORD_KEY, book_scale, figure_png, shown_text_px
+
+    fig = _small_print_figure(11)
+    image = Image.open(io.BytesIO(base64.b64decode(figure_png(fig))))
+    record = json.loads(image.text[TEXT_RECORD_KEY])
+    assert record["dpi"] == 100
+    assert shown_text_px(record["points"], record["dpi"], book_scale(fig)) == pytest.approx(9.0)
+    assert image.width <= 1100  # cropped to the content, never wider than the figure
+    plt.close(fig)

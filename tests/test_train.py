@@ -10,8 +10,8 @@ from test_batched import BITWISE  # whether batched and plain float64 gradients 
 from grokutils import config as config_module
 from grokutils import tasks, train
 from grokutils.config import MLPConfig, log_spaced_steps
+from grokutils.mlp import batch_indices
 from grokutils.models import make_mlp, weight_matrices
-from grokutils.tasks import batch_indices
 from grokutils.train import train_seed
 
 

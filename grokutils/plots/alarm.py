@@ -1,11 +1,6 @@
-"""Figures and post-hoc reading of the HTSR alarm (chapter 07): monitor logs and stored runs.
-
-`first_alarms` and `lead_times` read any tidy table with step, layer, alpha and traps
-columns (a `grokutils.tools.monitor` log, or the `layers` table of a stored run) with the
-monitor's alarm rule (`grokutils.tools.alarm_log.alarm_reasons`); `log_figure` draws a
-monitor log and `run_alarm_figure` a stored run, each seed's first alarm and test-accuracy
-collapse marked.
-"""
+"""Figures of the HTSR alarm: `log_figure` draws a monitor log, `run_alarm_figure` a stored run
+with each seed's first alarm and test-accuracy collapse marked (`grokutils.alarm_eval.lead_times`),
+and `detector_figure` the rules' evaluation."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -14,52 +9,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from grokutils.phases import seed_phases
-from grokutils.plots.common import stamp_protocol, step_axis
-from grokutils.tools.alarm_log import ALPHA_THRESHOLD, alarm_reasons
-
-
-def first_alarms(layers: pd.DataFrame, watched: Sequence[str] | None = None,
-                 alpha_threshold: float = ALPHA_THRESHOLD, max_traps: int = 0) -> pd.DataFrame:
-    """Per seed (if the table has one), the first alarming step among the watched layers.
-
-    Reads any tidy table with step, layer, alpha and traps columns: a monitor log or the
-    `layers` table of a stored run. Columns: first_alarm (step or NA), layer, reason.
-    """
-    missing = {"step", "layer", "alpha", "traps"} - set(layers.columns)
-    if missing:
-        raise ValueError(f"layers table lacks columns {sorted(missing)}; has {list(layers.columns)}")
-    table = layers if "seed" in layers else layers.assign(seed=0)
-    if watched is not None:
-        table = table[table.layer.isin(watched)]
-    table = table.assign(reason=alarm_reasons(table, alpha_threshold, max_traps)).sort_values(["seed", "step", "layer"])
-    seeds = sorted((layers if "seed" in layers else table).seed.unique())
-    alarmed = table[table.reason != ""].groupby("seed").first()  # sorted: the earliest step
-    return pd.DataFrame({"first_alarm": pd.array([alarmed.step.get(s) for s in seeds], dtype="Int64"),
-                         "layer": [alarmed.layer.get(s, "") for s in seeds],
-                         "reason": [alarmed.reason.get(s, "") for s in seeds]},
-                        index=pd.Index(seeds, name="seed"))
-
-
-def lead_times(layers: pd.DataFrame, curves: pd.DataFrame, watched: Sequence[str] = ("fc1", "fc2"),
-               alpha_threshold: float = ALPHA_THRESHOLD, max_traps: int = 0) -> pd.DataFrame:
-    """Per seed of a stored run: first alarm, start of the collapse (`grokutils.phases`), lead, verdict."""
-    table = first_alarms(layers, watched, alpha_threshold, max_traps)
-    by_seed = seed_phases(curves if "seed" in curves else curves.assign(seed=0))
-    collapse = {seed: by_seed[seed].t_collapse if seed in by_seed else None for seed in table.index}
-    table["t_collapse"] = pd.array([collapse[seed] for seed in table.index], dtype="Int64")
-    table["lead_steps"] = table["t_collapse"] - table["first_alarm"]
-    table["verdict"] = [_verdict(alarm, fall) for alarm, fall in zip(table.first_alarm, table.t_collapse)]
-    return table
-
-
-def _verdict(alarm, collapse) -> str:
-    """Words for one (first alarm, collapse) pair of steps, either possibly missing."""
-    if pd.isna(alarm):
-        return "no alarm, no collapse within the run" if pd.isna(collapse) else "missed: collapse without alarm"
-    if pd.isna(collapse):
-        return "false alarm: no collapse within the run"
-    return "alarm before collapse" if alarm <= collapse else "late: alarm after collapse"
+from grokutils.alarm_eval import lead_times
+from grokutils.plots.common import BOOK_WIDTH_IN, stamp_protocol, step_axis
+from grokutils.tools.alarm_log import ALPHA_THRESHOLD
 
 
 def log_figure(table: pd.DataFrame, alpha_threshold: float = ALPHA_THRESHOLD):
@@ -118,13 +70,14 @@ def run_alarm_figure(result, watched: Sequence[str] = ("fc1", "fc2"), alpha_thre
 OUTCOME_COLOURS = {"hit": "tab:green", "miss": "tab:orange", "false alarm": "tab:red", "quiet": "tab:gray"}
 
 
-def detector_figure(evaluation: pd.DataFrame, columns: int = 3):
+def detector_figure(evaluation: pd.DataFrame, columns: int = 2):
     """One panel per rule of `grokutils.alarm_eval.evaluate`: per run and seed, the hit window (peak region
     start to half of the fall, grey bar) and where the rule fired, coloured by its outcome."""
     rules = list(dict.fromkeys(evaluation.index.get_level_values("rule")))
     rows = -(-len(rules) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 0.35 * 12 * rows), sharex=True, sharey=True,
-                             squeeze=False)
+    lines = len(evaluation.xs(rules[0], level="rule"))  # one per run and seed
+    fig, axes = plt.subplots(rows, columns, figsize=(BOOK_WIDTH_IN, (0.3 * lines + 0.6) * rows), sharex=True,
+                             sharey=True, squeeze=False)
     for ax, rule in zip(axes.flat, rules):
         mine = evaluation.xs(rule, level="rule").reset_index()
         for y, row in enumerate(mine.itertuples()):
@@ -134,7 +87,7 @@ def detector_figure(evaluation: pd.DataFrame, columns: int = 3):
             if not pd.isna(row.fires):
                 ax.plot(max(int(row.fires), 1), y, "o", color=OUTCOME_COLOURS[row.outcome], ms=5)
         ax.set_yticks(range(len(mine)))
-        ax.set_yticklabels([f"{run[:24]} s{seed}" for run, seed in zip(mine.run, mine.seed)], fontsize=6)
+        ax.set_yticklabels([f"{run[:24]} s{seed}" for run, seed in zip(mine.run, mine.seed)], fontsize=7)
         ax.set_title(rule, fontsize=8)
         step_axis(ax)
     for ax in axes.flat[len(rules):]:

@@ -1,4 +1,5 @@
-"""Chapter 08's comparison figure: two runs that differ in one setting, and their per-seed difference."""
+"""The comparison figure of the accelerated-protocol chapter: two runs that differ in one setting,
+and their per-seed difference."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt

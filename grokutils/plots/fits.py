@@ -1,4 +1,4 @@
-"""Fit diagnostics beside alpha (chapters 01 and 02): tail size, xmin and the fixed-tail sensitivity check."""
+"""Fit diagnostics beside alpha: tail size, xmin and the fixed-tail sensitivity check."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -6,7 +6,7 @@ import pandas as pd
 
 from grokutils.fits import ALPHA_LINE, WIDE_TAIL
 from grokutils.phases import Phases, shade_phases
-from grokutils.plots.common import band, stamp_protocol, step_axis
+from grokutils.plots.common import BOOK_WIDTH_IN, band, stamp_protocol, step_axis
 
 ALPHA_COLUMNS = {"alpha": "WeightWatcher (xmin by KS)", "alpha_top10": "top 10% of eigenvalues",
                  "alpha_top25": "top 25% of eigenvalues"}
@@ -17,7 +17,7 @@ def fit_diagnostics_figure(fits: pd.DataFrame, phases: Phases, config, layers=("
 
     `fits` is `grokutils.fits.fixed_tail_alpha(result)`.
     """
-    fig, axes = plt.subplots(len(layers), 2, figsize=(11, 3.4 * len(layers)), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(len(layers), 2, figsize=(BOOK_WIDTH_IN, 3.2 * len(layers)), sharex=True, squeeze=False)
     for row, layer in enumerate(layers):
         mine = fits[fits.layer == layer]
         left, right = axes[row]

@@ -1,4 +1,4 @@
-"""Figures of chapter 06: per-matrix HTSR alpha of a large language model (paper (b) Figure 10)."""
+"""Per-matrix HTSR alpha of a large language model (paper (b) Figure 10)."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt

@@ -10,9 +10,9 @@ import pandas as pd
 
 from grokutils import paper
 from grokutils.fits import WIDE_TAIL, with_fit_diagnostics
-from grokutils.measures import with_average_alpha, with_fc1_entropy
+from grokutils.mlp import with_average_alpha, with_fc1_entropy
 from grokutils.phases import HIGH_TRAIN, PEAK_BAND, Phases, paper_edge_steps, shade_phases, smoothed_curves
-from grokutils.plots.common import band, stamp_protocol, step_axis
+from grokutils.plots.common import BOOK_WIDTH_IN, band, stamp_protocol, step_axis
 from grokutils.store import RunResult
 
 
@@ -91,7 +91,7 @@ PROGRESS_MEASURES = {
 def progress_measures_figure(result: RunResult, phases: Phases) -> plt.Figure:
     """Figure 6: the competing progress measures and the l2 norm against steps."""
     frame = with_fc1_entropy(result)
-    fig, axes = plt.subplots(2, 3, figsize=(11, 5.5), sharex=True)
+    fig, axes = plt.subplots(3, 2, figsize=(BOOK_WIDTH_IN, 7.5), sharex=True)
     for ax, (column, title) in zip(axes.flat, PROGRESS_MEASURES.items()):
         shade_phases(ax, phases)
         band(ax, frame, column, title)

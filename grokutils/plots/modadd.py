@@ -1,8 +1,9 @@
-"""The modular-addition tables and figures of chapter 03 (paper (b) Appendix H: Tables 5-11,
-Figures 8, 9, 16-18) and the collapse-search log, drawn from a finished run."""
+"""The modular-addition figures (paper (b) Appendix H: Figures 8, 9, 16-18) and the
+collapse search's curves, drawn from a finished run; the numbers they show come from
+`grokutils.modadd_analysis`."""
 from __future__ import annotations
 
-import dataclasses
+import textwrap
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -10,56 +11,11 @@ import pandas as pd
 
 from grokutils import paper, transformer
 from grokutils.config import ModAddConfig
-from grokutils.paper import mean_sd
-from grokutils.phases import PHASE_COLOURS, Phases, find_phases, shade_phases
-from grokutils.plots.common import step_axis
+from grokutils.modadd_analysis import changed_settings, dft_energies, phase_steps
+from grokutils.phases import PHASE_COLOURS, Phases, shade_phases
+from grokutils.plots.common import BOOK_WIDTH_IN, step_axis
 from grokutils.spectra import mp_density, powerlaw_density, trap_threshold
 from grokutils.store import RunResult
-
-
-def phase_steps(phases: Phases) -> dict[str, int | None]:
-    """The step whose values stand for each phase: `Phases.edge_steps` (the one source)."""
-    return phases.edge_steps()
-
-
-def _at(frame: pd.DataFrame, step: int | None) -> pd.DataFrame:
-    """Rows of checkpoint `step` (none if `step` is None)."""
-    return frame.iloc[:0] if step is None else frame[frame.step == step]
-
-
-def accuracy_table(result: RunResult, phases: Phases) -> pd.DataFrame:
-    """Table 5: train and test accuracy at each phase's edge (mean ± sd over seeds), paper beside."""
-    rows = []
-    for phase, step in phase_steps(phases).items():
-        mine = _at(result.curves, step)
-        rows.append({"phase": phase, "step": "not reached" if step is None else f"{step:,}",
-                     "train (ours)": mean_sd(mine.train_accuracy, ".3f"),
-                     "test (ours)": mean_sd(mine.test_accuracy, ".3f"),
-                     "train (paper)": paper.format_value(*paper.MODADD_TABLE5_ACCURACY["train"][phase]),
-                     "test (paper)": paper.format_value(*paper.MODADD_TABLE5_ACCURACY["test"][phase])})
-    return pd.DataFrame(rows).set_index("phase")
-
-
-def layer_phase_table(result: RunResult, phases: Phases, column: str, paper_values: dict,
-                      digits: int = 2) -> pd.DataFrame:
-    """Tables 6 and 7: `column` per layer at each phase edge (ours: mean ± sd over seeds), paper beside.
-
-    The last row is the mean over the eight layers ± its sd across layers, as in the paper.
-    """
-    table = {}
-    for phase, step in phase_steps(phases).items():
-        mine = _at(result.layers, step).astype({column: float})
-        by_layer = mine.groupby("layer")[column]
-        ours = {layer: mean_sd(by_layer.get_group(layer), f".{digits}f") if layer in by_layer.groups else "not reached"
-                for layer in transformer.ANALYZED}
-        layer_means = by_layer.mean().reindex(list(transformer.ANALYZED))
-        ours["mean"] = mean_sd(layer_means.values, f".{digits}f") if len(mine) else "not reached"
-        table[(phase, "ours")] = ours
-        table[(phase, "paper")] = {layer: paper.format_value(*paper_values[layer][phase])
-                                   for layer in (*transformer.ANALYZED, "mean")}
-    frame = pd.DataFrame(table)
-    frame.index.name = "layer"
-    return frame
 
 
 def _per_layer_lines(ax: plt.Axes, layers: pd.DataFrame, column: str) -> None:
@@ -72,7 +28,7 @@ def _per_layer_lines(ax: plt.Axes, layers: pd.DataFrame, column: str) -> None:
 
 def layers_and_accuracy_figure(result: RunResult, phases: Phases, column: str, ylabel: str) -> plt.Figure:
     """Figure 8 (column 'traps') and its alpha twin: per-layer curves above, accuracy below."""
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True, height_ratios=(3, 2))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(BOOK_WIDTH_IN, 6), sharex=True, height_ratios=(3, 2))
     for ax in (top, bottom):
         shade_phases(ax, phases)
     _per_layer_lines(top, result.layers, column)
@@ -138,67 +94,10 @@ def _rand_panel(ax: plt.Axes, rand_evals: np.ndarray, row: pd.Series) -> None:
     ax.legend(fontsize=7)
 
 
-def _fourier_arrays(result: RunResult, seed: int, step: int, what: str) -> dict[str, np.ndarray]:
-    """One Fourier readout of every head at a checkpoint: {'keys.h0': array, ...}."""
-    heads = [f"keys.h{h}" for h in range(transformer.N_HEADS)]
-    return {head: result.array(seed, step, head, what).astype(float) for head in heads}
-
-
-def _top_indices(values: np.ndarray, k: int) -> str:
-    """The indices of the k largest values, largest first, as text."""
-    return ", ".join(str(i) for i in np.argsort(values)[::-1][:k])
-
-
-def key_gram_table(result: RunResult, phases: Phases, seed: int = 0, top: int = 5) -> pd.DataFrame:
-    """Table 9: per head and phase, lambda_max of the key Gram W_K,h^T W_K,h (mean ± sd over
-    seeds) and the preferred tokens of `seed`: largest |projection| of their embedding on the
-    Gram's top eigenvector, and largest '=' query scores in slot a."""
-    rows = []
-    for phase, step in phase_steps(phases).items():
-        if step is None:
-            rows.append({"phase": phase, "head": "all", "step": "not reached"})
-            continue
-        mine = _at(result.curves, step)
-        projection = _fourier_arrays(result, seed, step, "projection")
-        preference = _fourier_arrays(result, seed, step, "preference")
-        for h in range(transformer.N_HEADS):
-            rows.append({"phase": phase, "head": h, "step": f"{step:,}",
-                         "lambda_max (ours)": mean_sd(mine[f"key_gram_lambda_max_h{h}"]),
-                         "lambda_max (paper)": paper.MODADD_TABLE9_KEY_GRAM_LAMBDA_MAX[phase],
-                         f"top {top} tokens on the key direction": _top_indices(np.abs(projection[f"keys.h{h}"]), top),
-                         f"top {top} attended tokens": _top_indices(preference[f"keys.h{h}"], top)})
-    return pd.DataFrame(rows).fillna("").set_index(["phase", "head"])
-
-
-def dft_energies(result: RunResult, seed: int, step: int) -> dict[str, np.ndarray]:
-    """Token-DFT energy fractions of embed, unembed and the keys (mean over heads) at a checkpoint."""
-    keys = np.mean(list(_fourier_arrays(result, seed, step, "dft").values()), axis=0)
-    return {"embed": result.array(seed, step, "embed", "dft").astype(float),
-            "unembed": result.array(seed, step, "unembed", "dft").astype(float), "keys (mean over heads)": keys}
-
-
-def dft_table(result: RunResult, phases: Phases, seed: int = 0, top: int = 6) -> pd.DataFrame:
-    """Table 10: peak energy fraction (frequency 0 left out), the top frequencies, and the share
-    of the paper's six frequencies, per matrix and phase, for `seed`."""
-    rows = []
-    for phase, step in phase_steps(phases).items():
-        if step is None:
-            rows.append({"phase": phase, "matrix": "all", "step": "not reached"})
-            continue
-        for matrix, energy in dft_energies(result, seed, step).items():
-            paper_set = [k for k in paper.MODADD_TABLE10_FREQUENCIES if k < len(energy)]  # all, for p = 113
-            rows.append({"phase": phase, "matrix": matrix, "step": f"{step:,}",
-                         "peak energy (ours)": round(float(energy[1:].max()), 4),
-                         "peak energy (paper)": paper.MODADD_TABLE10_PEAK_ENERGY[phase],
-                         f"top {top} frequencies": _top_indices(np.r_[0.0, energy[1:]], top),
-                         "share of the paper's frequencies": round(float(energy[paper_set].sum()), 4)})
-    return pd.DataFrame(rows).fillna("").set_index(["phase", "matrix"])
-
-
 def dft_figure(result: RunResult, phases: Phases, seed: int = 0) -> plt.Figure:
     """Figures 16 and 17: token-DFT energy against frequency, one line per phase, paper's frequencies marked."""
     present = {phase: step for phase, step in phase_steps(phases).items() if step is not None}
-    fig, axes = plt.subplots(3, 1, figsize=(8, 7.5), sharex=True)
+    fig, axes = plt.subplots(3, 1, figsize=(BOOK_WIDTH_IN, 7.5), sharex=True)
     for phase, step in present.items():
         for ax, (matrix, energy) in zip(axes, dft_energies(result, seed, step).items()):
             ax.plot(np.arange(len(energy)), energy, lw=1, color=PHASE_COLOURS[phase], label=f"{phase} ({step:,})")
@@ -212,29 +111,9 @@ def dft_figure(result: RunResult, phases: Phases, seed: int = 0) -> plt.Figure:
     return fig
 
 
-def kernel_table(result: RunResult, phases: Phases, seed: int = 0, top: int = 3) -> pd.DataFrame:
-    """Table 11: the rule kernel k(Delta) on test (and train) pairs, its contrast and spectrum, per phase."""
-    rows = []
-    for phase, step in phase_steps(phases).items():
-        if step is None:
-            rows.append({"phase": phase, "step": "not reached"})
-            continue
-        kernel = {split: result.array(seed, step, "logits", f"kernel_{split}").astype(float)
-                  for split in ("test", "train")}
-        spectrum = transformer.kernel_spectrum(kernel["test"])
-        order = np.argsort(np.r_[0.0, spectrum[1:]])[::-1][:top]
-        rows.append({"phase": phase, "step": f"{step:,}", "k(0), test": round(float(kernel["test"][0]), 3),
-                     "max k(Delta != 0), test": round(float(kernel["test"][1:].max()), 3),
-                     "argmax Delta, test": int(np.argmax(kernel["test"])),
-                     "k(0), train": round(float(kernel["train"][0]), 3),
-                     f"top {top} kernel frequencies": ", ".join(str(k) for k in order),
-                     "their power share": round(float(spectrum[order].sum()), 3)})
-    return pd.DataFrame(rows).fillna("").set_index("phase")
-
-
 def kernel_figure(result: RunResult, phases: Phases, seed: int = 0) -> plt.Figure:
     """The rule kernel k(Delta) on test pairs per phase (left) and its power spectrum (right)."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(BOOK_WIDTH_IN, 3.4))
     for phase, step in phase_steps(phases).items():
         if step is None:
             continue
@@ -251,71 +130,21 @@ def kernel_figure(result: RunResult, phases: Phases, seed: int = 0) -> plt.Figur
     return fig
 
 
-ANTI_GROKKING_DROP = 0.2  # the search's bar (issue 24): smoothed test accuracy ends this far below its peak
-
-
-def search_verdict(phases: Phases) -> str:
-    """Whether one search run anti-groks by the search's bar: its held fall (`grokutils.phases`: smoothed
-    test accuracy lost from the peak while smoothed train accuracy stays at or above HIGH_TRAIN) is at
-    least ANTI_GROKKING_DROP; else why not."""
-    if phases.t_fit is None:
-        return "no: never fits the training set"
-    if phases.held_fall >= ANTI_GROKKING_DROP:
-        return f"yes: falls {phases.held_fall:.2f} with train accuracy held"
-    if phases.fall >= ANTI_GROKKING_DROP:
-        return f"no: falls {phases.fall:.2f}, but only {phases.held_fall:.2f} with train accuracy held"
-    return f"no: falls {phases.fall:.2f} (< {ANTI_GROKKING_DROP:g})"
-
-
-def changed_settings(base: ModAddConfig, config: ModAddConfig) -> str:
-    """What a search run changes from the main config `base`, besides its length and step (the
-    steps, checkpoints and step implementation of every search run); `init_from` by its hash."""
-    changed = {name: value for name, value in dataclasses.asdict(config).items()
-               if value != getattr(base, name) and name not in ("n_seeds", "steps", "n_checkpoints", "step_impl")}
-    if "init_from" in changed:
-        changed["init_from"] = changed["init_from"].split("-")[-1]  # the hash and which weights
-    unchanged = "(the main run)" if config == base else "(the main run's settings)"
-    return ", ".join(f"{k}={v}" for k, v in changed.items()) or unchanged
-
-
-def search_table(base: ModAddConfig, runs: list[RunResult]) -> pd.DataFrame:
-    """The log of the collapse search, one row per run: what it changed from `base`, its steps, the
-    smoothed peak and final test accuracy (`grokutils.phases`), the lowest smoothed train accuracy of
-    any seed once its fit slips ('held' if it never does), whether it anti-groks by the phase rule (a held
-    fall of 0.05), the search's own bar (`search_verdict`), and the mean traps and alpha of the analyzed
-    matrices at the last step."""
-    from grokutils.phases import COLLAPSE_DROP, collapse_table
-
-    rows = []
-    for result in runs:
-        found, lowest = find_phases(result.curves), collapse_table(result.curves).lowest_train.min()
-        final = result.layers[result.layers.step == result.layers.step.max()]
-        rows.append({"changed": changed_settings(base, result.config),
-                     "steps": f"{result.config.steps:,}", "peak test": round(found.peak_test_accuracy, 3),
-                     "step of peak": "-" if found.t_peak is None else f"{found.t_peak:,}",
-                     "final test": round(found.final_test_accuracy, 3),
-                     "lowest train after the slip": "held" if pd.isna(lowest) else round(float(lowest), 3),
-                     f"anti-groks (held fall >= {COLLAPSE_DROP:g})": "yes" if found.collapsed else "no",
-                     f"anti-grokking (fall >= {ANTI_GROKKING_DROP:g})": search_verdict(found),
-                     "traps at end": round(float(final.traps.astype(float).mean()), 2),
-                     "alpha at end": round(float(final.alpha.astype(float).mean()), 3)})
-    return pd.DataFrame(rows)
-
-
 def search_figure(base: ModAddConfig, runs: list[RunResult]) -> plt.Figure:
     """The search's curves: one panel per run, train and test accuracy (raw, and test smoothed as
     the phase rule reads it) against steps, titled by what the run changed."""
     from grokutils.phases import smoothed_curves
 
-    columns = min(3, len(runs))
+    columns = min(2, len(runs))  # two panels a row: the book shows them at near full size
     rows = -(-len(runs) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.0 * rows), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(rows, columns, figsize=(BOOK_WIDTH_IN, 3.0 * rows), squeeze=False, sharey=True)
     for ax, result in zip(axes.flat, runs):
         accuracy = result.curves.groupby("step")[["train_accuracy", "test_accuracy"]].mean()
         ax.plot(accuracy.index, accuracy.train_accuracy, label="train", lw=1)
         ax.plot(accuracy.index, accuracy.test_accuracy, label="test", lw=1)
         ax.plot(accuracy.index, smoothed_curves(result.curves).test_accuracy, color="k", lw=0.8, label="test, smoothed")
-        ax.set_title(f"{changed_settings(base, result.config)}\n{result.config.steps:,} steps", fontsize=8)
+        changed = textwrap.fill(changed_settings(base, result.config), 42)
+        ax.set_title(f"{changed}\n{result.config.steps:,} steps", fontsize=8)
         ax.set_ylim(0, 1.02)
         step_axis(ax)
     for ax in axes.flat[len(runs):]:
@@ -324,71 +153,3 @@ def search_figure(base: ModAddConfig, runs: list[RunResult]) -> plt.Figure:
     axes.flat[0].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
-
-
-def late_l2_change(result: RunResult, decades: float = 0.5) -> float:
-    """Relative change of the weights' l2 norm over the run's last `decades` of steps (from the
-    checkpoint nearest last step / 10**decades to the last one), mean over seeds: near 0 when training
-    has stopped moving the weights, as it does once a float32 loss underflows to exactly 0."""
-    curves = result.curves.sort_values("step")
-    last = int(curves.step.max())
-    steps = curves.step.unique()
-    start = int(steps[np.abs(np.log1p(steps) - np.log1p(last / 10 ** decades)).argmin()])
-    norms = curves[curves.step.isin([start, last])].pivot(index="seed", columns="step", values="l2_norm")
-    return float(((norms[last] - norms[start]).abs() / norms[last]).mean())
-
-
-def weight_collapse(result: RunResult, fraction: float = 0.01) -> dict | None:
-    """Where the weights' l2 norm (mean over seeds) first falls below `fraction` of its largest
-    value so far: the checkpoint before and the one at the fall, with the train loss and
-    accuracy before it and the test accuracy after; None if it never does. A model whose loss has
-    stopped giving gradients is shrunk towards zero by weight decay alone."""
-    curves = result.curves.groupby("step")[["l2_norm", "train_loss", "train_accuracy", "test_accuracy"]].mean()
-    fallen = curves.l2_norm < fraction * curves.l2_norm.cummax()
-    if not fallen.any():
-        return None
-    at = curves.index[fallen.argmax()]
-    before = curves.index[curves.index.get_loc(at) - 1]
-    return {"step_before": int(before), "step": int(at), "norm_before": float(curves.l2_norm[before]),
-            "norm": float(curves.l2_norm[at]), "train_loss_before": float(curves.train_loss[before]),
-            "train_accuracy_after": float(curves.train_accuracy.iloc[-1]),
-            "test_accuracy_after": float(curves.test_accuracy.iloc[-1])}
-
-
-def collapse_words(log: pd.DataFrame, search_runs: list[RunResult]) -> tuple[str, str]:
-    """Chapter 03's two sentences on weight collapses in the search (`weight_collapse`): where the
-    weights fell and how the run ended; and, for each float32 run that collapsed, what its float64
-    twin (same config but dtype) did, if the search holds one. `log` is `search_table` of the main
-    run and `search_runs`, in that order."""
-    rows = log.iloc[1:]
-    shrunk = [(row.changed, run.config, found) for (_, row), run in zip(rows.iterrows(), search_runs)
-              if (found := weight_collapse(run)) is not None]
-    shrunk_words = "; ".join(
-        f"in {changed}, the l2 norm of the weights fell from {f['norm_before']:.3g} at step {f['step_before']:,} to "
-        f"{f['norm']:.3g} at step {f['step']:,}, right after the train loss had reached {f['train_loss_before']:.2g} "
-        f"(weight decay alone, a factor {1 - c.lr * c.weight_decay:g} per step, would shrink them by "
-        f"{(1 - c.lr * c.weight_decay) ** (f['step'] - f['step_before']):.1g} over those steps); the run ends at train "
-        f"accuracy {f['train_accuracy_after']:.3f} and test accuracy {f['test_accuracy_after']:.3f}, where chance is "
-        f"{1 / c.p:.3f}" for changed, c, f in shrunk) or "no search run's weights fell below 1% of their largest norm"
-    twin_words = []
-    for changed, shrunk_config, shrunk_found in shrunk:
-        if shrunk_config.dtype == "float64":
-            continue
-        twins = [(row, run) for (_, row), run in zip(rows.iterrows(), search_runs) if run.config.dtype == "float64"
-                 and dataclasses.replace(run.config, dtype=shrunk_config.dtype) == shrunk_config]
-        if not twins:
-            twin_words.append(f"The float64 twin of {changed}, which would tell whether float32 causes this, "
-                              "has not been run")
-            continue
-        twin_row, twin = twins[0]
-        twin_found = weight_collapse(twin)
-        if twin_found is None:
-            twin_words.append(f"The float64 twin of {changed} (the same settings, every computation in float64) ends "
-                              f"at test accuracy {twin_row['final test']:.3f}, and its weights never fall below 1% of "
-                              "their largest norm: in float64 the collapse does not happen within these steps")
-        else:
-            twin_words.append(f"The run {twin_row.changed} is the float64 twin of {changed} (the same settings, every "
-                              f"computation in float64): it collapses too, "
-                              f"{twin_found['step'] - shrunk_found['step']:,} steps later (checkpoint to checkpoint), "
-                              "so float32 brings the collapse sooner but does not cause it")
-    return shrunk_words, "; ".join(twin_words) + "." if twin_words else ""

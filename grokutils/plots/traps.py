@@ -1,5 +1,5 @@
-"""The correlation-trap figures and tables of chapter 04 (papers' Figures 2-4, Tables 2 and 4),
-and the spectrum panels (ESD with its power-law or MP fit) that chapters 05 and 07 reuse."""
+"""The correlation-trap figures and tables (papers' Figures 2-4, Tables 2 and 4),
+and the spectrum panels (ESD with its power-law or MP fit) that the prototype and alarm chapters reuse."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -11,7 +11,7 @@ from matplotlib.ticker import FormatStrFormatter, NullFormatter, ScalarFormatter
 
 from grokutils.paper import mean_sd
 from grokutils.phases import shade_phases
-from grokutils.plots.common import stamp_protocol, step_axis
+from grokutils.plots.common import BOOK_WIDTH_IN, stamp_protocol, step_axis
 from grokutils.spectra import powerlaw_density
 from grokutils.traps import MPFit, fit_rand_spectrum
 
@@ -82,7 +82,7 @@ def esd_grid_figure(result, seed: int, steps: Mapping[int, str], layers: tuple[s
     W_rand with its MP fit, edge, TW margin and traps."""
     per_layer = 2 if with_w else 1
     fig, axes = plt.subplots(len(steps), per_layer * len(layers), squeeze=False,
-                             figsize=(4.2 * per_layer * len(layers), 3.2 * len(steps)))
+                             figsize=(BOOK_WIDTH_IN / 2 * per_layer * len(layers), 3.2 * len(steps)))
     table = result.layers.set_index(["seed", "step", "layer"])
     for row, (step, label) in enumerate(steps.items()):
         for col, layer in enumerate(layers):

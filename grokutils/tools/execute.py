@@ -27,7 +27,7 @@ error naming the notebook and the cell. A cell running longer than a minute is n
 through to this process's stderr as it comes.
 
 The kernels run with GROKUTILS_BATCH=1 in their environment: no frontend will show a widget,
-so the explorer of chapter 05 draws a static figure instead of exchanging widget messages. Such
+so the prototype chapter's explorer draws a static figure instead of exchanging widget messages. Such
 messages made a cell wait, silently, until its time limit, in 4 of 20 executions of
 `benchmarks/widget_hang.py` beside two CPU-bound processes (issue 35; nbclient issue 312), and
 in 0 of 20 with the static explorer. The kernel client guards every cell besides: it looks for

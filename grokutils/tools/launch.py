@@ -5,7 +5,7 @@
     python -m grokutils.tools.launch mlp --profile smoke --set steps=300 --executor local --wait
 
 The runs are those the book loads under the profile: the MLP at the chapters' two weight decays
-(0.0 and 0.01), the modular-addition run and chapter 03's collapse search (`notebooks.
+(0.0 and 0.01), the modular-addition run and the modular-addition chapter's collapse search (`notebooks.
 03_modular_addition.search`); or, with `--grid FIELD=V1,V2` (repeatable; values read as YAML),
 each named experiment's profile entry crossed with the grid. `--set FIELD=VALUE` applies to every
 run, as in `grokutils.tools.train`. Every run is built and checked before anything is submitted,
@@ -44,7 +44,7 @@ from grokutils.tools.status import saved_steps
 
 log = logging.getLogger(__name__)
 LOG_DIR = REPO_ROOT / "logs" / "launch"  # job logs and submitit's pickles (git-ignored)
-BOOK_WEIGHT_DECAYS = (0.0, 0.01)  # the MLP runs of chapter 01 (0.0) and of its control, chapter 02 (0.01)
+BOOK_WEIGHT_DECAYS = (0.0, 0.01)  # the MLP runs of the book: the main run (0.0) and its control (0.01)
 SEARCH_NOTEBOOK = "03_modular_addition"  # its `search` list: one-seed modular-addition runs
 # A profile's `cluster:` key -> (its type, submitit's parameter)
 CLUSTER_KEYS = {

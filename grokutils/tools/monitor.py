@@ -32,7 +32,7 @@ How it works and what it promises:
   shape (out, in) and pools their eigenvalues), so conv alphas differ from `ww.analyze`;
   Linear layers match it exactly. Pass `layers=[...]` to choose layers by module name.
 * An alarm is a layer with alpha < `alpha_threshold` (2), or with NaN or Inf weights, or,
-  only if `max_traps` is set, with more than `max_traps` traps. Chapter 07
+  only if `max_traps` is set, with more than `max_traps` traps. The alarm chapter
   (`grokutils.alarm_eval`) scores this default and other rules on the stored runs; read its
   tables before trusting an alarm. On the accelerated 1e6-step MLP runs (3 seeds each, WD 0
   and 0.01; every seed anti-grokked) alpha < 2 in FC1 or FC2 warned every seed after its

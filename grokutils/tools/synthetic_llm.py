@@ -1,4 +1,4 @@
-"""Synthetic gpt-oss-format checkpoints, for tests, `benchmarks/llm_memory.py` and notebook 06.
+"""Synthetic gpt-oss-format checkpoints, for tests, `benchmarks/llm_memory.py` and the LLM chapter.
 
 The Hugging Face names and layouts of openai/gpt-oss-20b, at any size, with random weights:
 bf16 dense tensors, MXFP4 experts (`grokutils.tools.mxfp4`), shards and an index, as

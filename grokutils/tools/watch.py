@@ -25,10 +25,11 @@ What is read, and how:
   with the same step are an error. A single file's step is read the same way (0 if none).
 * Alarms as in the monitor: alpha below `--alpha-threshold` (2), and, only with `--max-traps N`,
   more than N correlation traps; without it traps are counted and listed, not alarmed (on this
-  book's runs they came on every seed, collapsing or not: chapter 07). Each matrix is analyzed alone, its W_rand shuffle
-  seeded with `grokutils.measures.shuffle_seed(--seed, step)`: a matrix's trap count does not
-  depend on what else `--match` selects. The stored MLP runs analyze fc1, fc2 and fc3 together
-  under that seed, so `--match fc1` on a run's weights folder gives back fc1's stored counts.
+  book's runs they came on every seed, collapsing or not: the alarm chapter). Each matrix is
+  analyzed alone, its W_rand shuffle seeded with `grokutils.measures.shuffle_seed(--seed, step)`:
+  a matrix's trap count does not depend on what else `--match` selects. The stored MLP runs
+  analyze fc1, fc2 and fc3 together under that seed, so `--match fc1` on a run's weights folder
+  gives back fc1's stored counts.
 """
 from __future__ import annotations
 
@@ -206,7 +207,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the W_rand shuffle (default 0)")
     parser.add_argument("--alpha-threshold", type=float, default=ALPHA_THRESHOLD, help="alarm below this alpha")
     parser.add_argument("--max-traps", type=int, default=None,
-                        help="also alarm above this many traps (default: traps are listed, not alarmed; chapter 07)")
+                        help="also alarm above this many traps (default: traps are listed, not alarmed; see the "
+                             "alarm chapter)")
     parser.add_argument("--out", type=Path, help=f"also write the full table here ({' or '.join(LOG_SUFFIXES)})")
     parser.add_argument("--fail-on-alarm", action="store_true", help="exit with status 1 if any layer alarms")
     return parser.parse_args(argv)
