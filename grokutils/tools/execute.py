@@ -4,11 +4,13 @@
     python -m grokutils.tools.execute --profile paper --only 01_mlp_grokking
     python -m grokutils.tools.execute --only 04_correlation_traps --output-dir /tmp/nb -p n_false_positive_draws 20
 
-A profile is `profiles/NAME.yaml` (`grokutils.runs`): its `runs` section names each experiment's
-run once, and every notebook that declares a `profile` parameter is given the profile's name
-to ask `grokutils.runs` for its runs; its `notebooks` section holds each notebook's own
-parameters. `-p NAME VALUE` overrides one parameter after it (VALUE is read as a Python literal if
-it is one, else kept as a string, as papermill's `-p` does).
+The notebooks are those `_toc.yml` lists, in book order (`grokutils.chapters`). A profile is
+`profiles/NAME.yaml` (`grokutils.runs`): its `runs` section names each experiment's run once,
+and every notebook that declares a `profile` parameter is given the profile's name to ask
+`grokutils.runs` for its runs; its `notebooks` section holds notebooks' own parameters, only
+for those it sets (a notebook it does not name runs with its parameters cell's defaults).
+`-p NAME VALUE` overrides one parameter after it (VALUE is read as a Python literal if it is
+one, else kept as a string, as papermill's `-p` does).
 
 Everything is checked before the first kernel starts: the profile exists, names known notebooks,
 and it and `-p` only set parameters the notebook declares (papermill itself only logs a warning
@@ -58,13 +60,13 @@ from pathlib import Path
 from queue import Empty
 
 import nbformat
-import yaml
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.channels import AsyncZMQSocketChannel
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import Type
 
 from grokutils import runs
+from grokutils.chapters import notebooks_in_toc
 from grokutils.paths import REPO_ROOT
 from grokutils.plots.common import BATCH_VARIABLE
 from grokutils.runs import available_profiles, read_profile
@@ -151,13 +153,6 @@ def check_run_entries(profile: str) -> None:
         runs.mlp_config(0.0, profile)
     if "modadd" in entries:
         runs.modadd_config(profile)
-
-
-def notebooks_in_toc() -> list[Path]:
-    """The notebooks listed in `_toc.yml`, in book order."""
-    toc = yaml.safe_load((REPO_ROOT / "_toc.yml").read_text())
-    files = [chapter["file"] for part in toc.get("parts", []) for chapter in part.get("chapters", [])]
-    return [REPO_ROOT / f"{file}.ipynb" for file in files if (REPO_ROOT / f"{file}.ipynb").is_file()]
 
 
 @functools.lru_cache(maxsize=None)
