@@ -88,10 +88,3 @@ def sensitivity_table(fits: pd.DataFrame, edges: dict[int, dict[str, int | None]
             row[f"{column}_ends_below_2"] = bool(mine[column].iloc[-1] < ALPHA_LINE)
         rows.append(row)
     return pd.DataFrame(rows).set_index(["seed", "layer"])
-
-
-def wide_tail_steps(layers: pd.DataFrame) -> set[tuple[int, int, str]]:
-    """(seed, step, layer) of every fit flagged wide (`with_fit_diagnostics`)."""
-    frame = with_fit_diagnostics(layers)
-    flagged = frame[frame.wide_tail]
-    return set(zip(flagged.seed.astype(int), flagged.step.astype(int), flagged.layer))

@@ -1,6 +1,6 @@
 """The results store: a config hashes to a folder of Parquet tables, npz arrays and JSON.
 
-A finished run folder holds
+A finished run folder (the layout `RUN`) holds
 
     config.json            the frozen config, as given
     meta.json              versions, data fingerprint, device, timings, per-seed status,
@@ -10,18 +10,19 @@ A finished run folder holds
     arrays.npz             per (seed, step, layer): eigenvalues of X(W) and X(W_rand), v1 (float32)
     weights.safetensors    all weights at a few key checkpoints (init, best test, final), float32
 
-Work in progress lives in `NAME.partial/` beside it; the finished folder appears by one
-atomic rename, so a half-written run is never taken for a finished one. A folder whose files
-no longer match their seal (a flipped byte, a truncated copy, a garbled meta.json) is not
-finished either: it is renamed `NAME.damaged` (its files may be intact and worth hours) and
-recomputed, with a WARNING naming the folder, the file and where it went. Seals written before
-hashes existed (sizes only) still load; `python -m grokutils.store --add-hashes FOLDER ...`
-adds the hashes to them. One process at a time computes a config (`run_lock`), also across
-machines that share the results folder (NFS, Lustre): a lock file with an owner and a heartbeat.
+Other results are kept the same way, each kind described by a `Layout` (its files, the keys
+its seal must hold, its folder's name): the learning-rate sweep's points (`grokutils.sweep.POINT`)
+hold config.json and curves.parquet, sealed by meta.json. Work in progress lives in
+`NAME.partial/` beside the folder; the finished folder appears by one atomic rename, so a
+half-written run is never taken for a finished one. A folder whose files no longer match their
+seal (a flipped byte, a truncated copy, a garbled meta.json) is not finished either: it is
+renamed `NAME.damaged` (its files may be intact and worth hours) and recomputed, with a WARNING
+naming the folder, the file and where it went. One process at a time computes a config
+(`run_lock`), also across machines that share the results folder (NFS, Lustre): a lock file
+with an owner and a heartbeat.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import errno
@@ -33,7 +34,6 @@ import logging
 import os
 import shutil
 import socket
-import sys
 import threading
 import time
 import uuid
@@ -65,9 +65,28 @@ def config_hash(config) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
+def run_name(config) -> str:
+    """The folder name of a config's run: `SLUG-HASH`."""
+    return f"{config.slug()}-{config_hash(config)}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One kind of sealed results folder: the files it holds besides meta.json (config.json
+    among them), the keys its seal must hold besides the file lists, and its folder's name
+    for a config (ending in the config's hash)."""
+
+    files: tuple[str, ...]
+    meta_keys: tuple[str, ...]
+    name: Callable[[object], str]
+
+
+RUN = Layout(FILES, META_KEYS, run_name)  # a run of the engine
+
+
 def run_dir(config, results_dir: Path) -> Path:
     """The folder of a config's finished results: `results_dir/SLUG-HASH`."""
-    return Path(results_dir) / f"{config.slug()}-{config_hash(config)}"
+    return Path(results_dir) / run_name(config)
 
 
 def partial_dir(final: Path) -> Path:
@@ -94,13 +113,23 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
         raise
 
 
+def parquet_bytes(table: pd.DataFrame) -> bytes:
+    """A table as the bytes of a Parquet file, without its index."""
+    buffer = io.BytesIO()
+    table.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def config_bytes(config) -> bytes:
+    """A config as the bytes of its config.json."""
+    return (json.dumps(dataclasses.asdict(config), indent=1) + "\n").encode()
+
+
 def atomic_write_table(table: pd.DataFrame, path: Path, parquet: bool | None = None) -> None:
     """A table as Parquet or CSV (None: Parquet for a `.parquet` path), through `atomic_write_bytes`."""
     path = Path(path)
     if parquet or (parquet is None and path.suffix == ".parquet"):
-        buffer = io.BytesIO()
-        table.to_parquet(buffer, index=False)
-        atomic_write_bytes(path, buffer.getvalue())
+        atomic_write_bytes(path, parquet_bytes(table))
     else:
         atomic_write_bytes(path, table.to_csv(index=False).encode())
 
@@ -114,11 +143,10 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def seal_problem(folder: Path) -> str | None:
-    """Why `folder` is not a finished run (None if it is): no seal, a damaged seal (one that
-    does not list every file of a run, or lacks a `META_KEYS` entry), or a file whose size or
-    SHA-256 differs from it. A seal without `file_sha256` (written before hashes) is checked on
-    sizes here; loading it adds the hashes (`_read_run`)."""
+def seal_problem(folder: Path, layout: Layout = RUN) -> str | None:
+    """Why `folder` is not a finished folder of `layout` (None if it is): no seal, a damaged
+    seal (one that does not list the size and SHA-256 of every file of the layout, or lacks one
+    of its `meta_keys`), or a file whose size or SHA-256 differs from it."""
     meta_path = Path(folder) / "meta.json"
     if not meta_path.is_file():
         return "no meta.json (not sealed)"
@@ -126,87 +154,56 @@ def seal_problem(folder: Path) -> str | None:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError):
         return "meta.json is unreadable"
-    problem = _seal_shape_problem(meta)
+    problem = _seal_shape_problem(meta, layout)
     if problem is not None:
         return f"damaged seal: {problem}"
-    sizes, hashes = meta["file_sizes"], meta.get("file_sha256", {})
-    for name in FILES:
+    for name in layout.files:
         path = Path(folder) / name
         if not path.is_file():
             return f"{name}: missing"
-        if path.stat().st_size != sizes[name]:
-            return f"{name}: size {path.stat().st_size}, sealed {sizes[name]}"
-        if name in hashes and file_sha256(path) != hashes[name]:
+        if path.stat().st_size != meta["file_sizes"][name]:
+            return f"{name}: size {path.stat().st_size}, sealed {meta['file_sizes'][name]}"
+        if file_sha256(path) != meta["file_sha256"][name]:
             return f"{name}: SHA-256 differs from the seal"
     return None
 
 
-def _seal_shape_problem(meta) -> str | None:
-    """What is wrong with a seal's own file lists (None if nothing): every file of a run must
-    have a size (an integer) and, where hashes are recorded, a SHA-256 (a string)."""
+def _seal_shape_problem(meta, layout: Layout) -> str | None:
+    """What is wrong with a seal itself (None if nothing): every file of the layout must have a
+    size (an integer) and a SHA-256 (a string), and every one of its `meta_keys` a value."""
     if not isinstance(meta, dict) or not isinstance(meta.get("file_sizes"), dict):
         return "meta.json has no file_sizes mapping"
-    sizes, hashes = meta["file_sizes"], meta.get("file_sha256", {})
-    if not isinstance(hashes, dict):
-        return "file_sha256 is not a mapping"
-    unlisted = [name for name in FILES if not isinstance(sizes.get(name), int)]
+    if not isinstance(meta.get("file_sha256"), dict):
+        return "meta.json has no file_sha256 mapping"
+    unlisted = [name for name in layout.files if not isinstance(meta["file_sizes"].get(name), int)]
     if unlisted:
         return f"file_sizes lacks {unlisted}"
-    missing = [key for key in META_KEYS if key not in meta]
+    missing = [key for key in layout.meta_keys if key not in meta]
     if missing:
         return f"meta.json lacks {missing}"
-    if "file_sha256" in meta and not all(isinstance(hashes.get(name), str) for name in FILES):
-        return f"file_sha256 lacks some of {list(FILES)}"
+    unhashed = [name for name in layout.files if not isinstance(meta["file_sha256"].get(name), str)]
+    if unhashed:
+        return f"file_sha256 lacks {unhashed}"
     return None
 
 
-def is_complete(folder: Path) -> bool:
-    """True if meta.json seals the folder and every listed file has its recorded size and hash."""
-    return seal_problem(folder) is None
+def is_complete(folder: Path, layout: Layout = RUN) -> bool:
+    """True if meta.json seals the folder and every file has its recorded size and hash."""
+    return seal_problem(folder, layout) is None
 
 
-def seal(folder: Path, meta: dict) -> None:
-    """Write meta.json, with the size and SHA-256 of every file of the run: the last write."""
-    sizes = {name: (folder / name).stat().st_size for name in FILES}
-    hashes = {name: file_sha256(folder / name) for name in FILES}
+def seal(folder: Path, meta: dict, layout: Layout = RUN) -> None:
+    """Write meta.json, with the size and SHA-256 of every file of the layout: the last write."""
+    sizes = {name: (folder / name).stat().st_size for name in layout.files}
+    hashes = {name: file_sha256(folder / name) for name in layout.files}
     text = json.dumps({**meta, "file_sizes": sizes, "file_sha256": hashes}, indent=1) + "\n"
     atomic_write_bytes(folder / "meta.json", text.encode())
 
 
-def add_hashes(folder: Path) -> bool:
-    """Add SHA-256s to a seal written before hashes existed; False if it has them already.
-
-    Refuses a folder whose files do not match their recorded sizes: hashing them would bless
-    a damaged run.
-    """
-    folder = Path(folder)
-    problem = seal_problem(folder)
-    if problem is not None:
-        raise ValueError(f"{folder.name}: not a finished run ({problem}); nothing hashed")
-    meta = json.loads((folder / "meta.json").read_text())
-    if "file_sha256" in meta:
-        return False
-    seal(folder, {key: value for key, value in meta.items() if key != "file_sizes"})
-    return True
-
-
-def _write_files(folder: Path, config, curves: pd.DataFrame, layers: pd.DataFrame,
-                 arrays: dict[str, np.ndarray], weights: dict[str, torch.Tensor]) -> None:
-    """Every file of a run but the seal, each serialized in memory, then written by
-    `atomic_write_bytes`: a full disk names the file, and every file gets the same mode."""
-    atomic_write_bytes(folder / "config.json", (json.dumps(dataclasses.asdict(config), indent=1) + "\n").encode())
-    atomic_write_table(curves, folder / "curves.parquet")
-    atomic_write_table(layers, folder / "layers.parquet")
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    atomic_write_bytes(folder / "arrays.npz", buffer.getvalue())
-    atomic_write_bytes(folder / "weights.safetensors",
-                       safetensors_bytes({key: value.contiguous() for key, value in weights.items()}))
-
-
-def write_run(final: Path, config, curves: pd.DataFrame, layers: pd.DataFrame,
-              arrays: dict[str, np.ndarray], weights: dict[str, torch.Tensor], meta: dict) -> None:
-    """Write every file of a finished run into a staging folder, seal it, rename it into place.
+def write_sealed(final: Path, files: dict[str, bytes], meta: dict, layout: Layout = RUN) -> None:
+    """Write `files` (name -> bytes, every file of the layout) into a staging folder, each by
+    `atomic_write_bytes` (a full disk names the file, and every file gets the same mode), seal
+    it, and rename it into place.
 
     A failure (a full disk) removes the staging folder and leaves any earlier `final` as it was.
     """
@@ -214,14 +211,26 @@ def write_run(final: Path, config, curves: pd.DataFrame, layers: pd.DataFrame,
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        _write_files(staging, config, curves, layers, arrays, weights)
-        seal(staging, meta)
+        for name, payload in files.items():
+            atomic_write_bytes(staging / name, payload)
+        seal(staging, meta, layout)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     if final.exists():
         shutil.rmtree(final)
     os.replace(staging, final)
+
+
+def write_run(final: Path, config, curves: pd.DataFrame, layers: pd.DataFrame,
+              arrays: dict[str, np.ndarray], weights: dict[str, torch.Tensor], meta: dict) -> None:
+    """Write and seal every file of a finished run (`write_sealed`)."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    files = {"config.json": config_bytes(config), "curves.parquet": parquet_bytes(curves),
+             "layers.parquet": parquet_bytes(layers), "arrays.npz": buffer.getvalue(),
+             "weights.safetensors": safetensors_bytes({key: value.contiguous() for key, value in weights.items()})}
+    write_sealed(final, files, meta)
 
 
 @dataclass
@@ -232,7 +241,7 @@ class RunResult:
     config: object
     meta: dict
     curves: pd.DataFrame  # one row per (seed, step)
-    layers: pd.DataFrame  # one row per (seed, step, layer)
+    layers: pd.DataFrame  # one row per (seed, step, layer); empty for a layout without layers.parquet
 
     def array(self, seed: int, step: int, layer: str, what: str) -> np.ndarray:
         """`what` in {evals, rand_evals, v1} of one layer at one checkpoint."""
@@ -281,11 +290,11 @@ def array_key(seed: int, step: int, layer: str, what: str) -> str:
     return f"seed{seed}/step{step}/{layer}/{what}"
 
 
-def run_problem(folder: Path, config_class) -> str | None:
-    """Why `folder` is not a finished run of `config_class` (None if it is): `seal_problem`, or a
-    config.json that is not a valid config or does not hash to the folder's name (a renamed
-    folder or an edited config would otherwise serve one config's results for another's)."""
-    problem = seal_problem(folder)
+def run_problem(folder: Path, config_class, layout: Layout = RUN) -> str | None:
+    """Why `folder` is not a finished folder of `config_class` (None if it is): `seal_problem`,
+    or a config.json that is not a valid config or whose layout name is not the folder's (a
+    renamed folder or an edited config would otherwise serve one config's results for another's)."""
+    problem = seal_problem(folder, layout)
     if problem is not None:
         return problem
     folder = Path(folder)
@@ -293,36 +302,33 @@ def run_problem(folder: Path, config_class) -> str | None:
         config = config_class(**json.loads((folder / "config.json").read_text()))
     except (TypeError, ValueError) as err:
         return f"config.json is not a valid {config_class.__name__} ({err})"
-    expected = run_dir(config, folder.parent).name
+    expected = layout.name(config)
     if folder.name != expected:
         return f"config.json hashes to {expected}, not to this folder's name"
     return None
 
 
-def load_run(folder: Path, config_class) -> RunResult:
+def load_run(folder: Path, config_class, layout: Layout = RUN) -> RunResult:
     """Load a finished run; refuse a folder that is not sealed, not complete or not its config's."""
     folder = Path(folder)
-    problem = run_problem(folder, config_class)
+    problem = run_problem(folder, config_class, layout)
     if problem is not None:
         raise FileNotFoundError(f"{folder.name}: not a finished run ({problem})")
-    return _read_run(folder, config_class)
+    return _read_run(folder, config_class, layout)
 
 
-def load_if_finished(folder: Path, config_class) -> RunResult | None:
+def load_if_finished(folder: Path, config_class, layout: Layout = RUN) -> RunResult | None:
     """The finished run in `folder`, or None if there is none (its files are hashed once)."""
-    return _read_run(Path(folder), config_class) if run_problem(folder, config_class) is None else None
+    folder = Path(folder)
+    return _read_run(folder, config_class, layout) if run_problem(folder, config_class, layout) is None else None
 
 
-def _read_run(folder: Path, config_class) -> RunResult:
-    """Read a run whose seal has just been checked; a seal written before hashes gets them."""
+def _read_run(folder: Path, config_class, layout: Layout) -> RunResult:
+    """Read a folder whose seal has just been checked."""
     config = config_class(**json.loads((folder / "config.json").read_text()))
     meta = json.loads((folder / "meta.json").read_text())
-    if "file_sha256" not in meta:  # sizes matched: hash these bytes now rather than trust sizes forever
-        log.warning("%s: sealed before hashes existed; adding the SHA-256 of its files to meta.json", folder.name)
-        add_hashes(folder)
-        meta = json.loads((folder / "meta.json").read_text())
-    return RunResult(folder, config, meta, pd.read_parquet(folder / "curves.parquet"),
-                     pd.read_parquet(folder / "layers.parquet"))
+    layers = pd.read_parquet(folder / "layers.parquet") if "layers.parquet" in layout.files else pd.DataFrame()
+    return RunResult(folder, config, meta, pd.read_parquet(folder / "curves.parquet"), layers)
 
 
 # --- one process per run, on one machine or many; compute what is not stored ----------------
@@ -335,9 +341,11 @@ def _read_run(folder: Path, config_class) -> RunResult:
 # comparing clocks across machines), when the owner ran elsewhere. `fcntl` locks are not
 # used for this: on a shared filesystem they may be node-local without saying so (NFS mounted
 # `nolock` or `local_lock=flock`, Lustre `localflock`, BeeGFS by default) or held forever by a
-# node that crashed (NFSv3 lock recovery needs that node to reboot). The holder still takes an
-# `flock` on the file where one is offered, so that a process of an older version (which knew
-# only `flock` and a plain process id in the file) waits for it on the same machine.
+# node that crashed (NFSv3 lock recovery needs that node to reboot). Runs trained from a worktree
+# pinned at an earlier commit (`grokutils.tools.longrun`) may use the store's plain lock: a plain
+# process id in the file, held by `flock`, no heartbeat. The holder takes an `flock` on the file
+# where one is offered, so that such a process waits for it, and such a lock is never taken over
+# while its process lives.
 
 HEARTBEAT_S = 10.0  # the holder touches its lock file this often
 MISSED_HEARTBEATS = 12  # a waiter takes over a lock from another host unchanged for this many (2 min)
@@ -359,9 +367,9 @@ class LockOwner:
     token: str
 
     @property
-    def legacy(self) -> bool:
-        """A lock of an older version (a plain process id, an `flock` and no heartbeat)."""
-        return self.token.startswith("legacy-")
+    def plain(self) -> bool:
+        """A plain lock: a process id alone, held by `flock`, with no heartbeat."""
+        return self.token.startswith("plain-")
 
     def __str__(self) -> str:
         return f"process {self.pid} on {self.host}"
@@ -369,10 +377,10 @@ class LockOwner:
 
 def parse_lock(text: str) -> LockOwner | None:
     """The owner a lock file's text names (None for an empty or garbled file); a plain
-    process id, as older versions wrote it, is a legacy lock of this host."""
+    process id (a plain lock, as `tools.longrun`'s pinned runs may write) is one of this host."""
     text = text.strip()
     if text.isdigit():
-        return LockOwner(HOST, int(text), f"legacy-{text}")
+        return LockOwner(HOST, int(text), f"plain-{text}")
     try:
         fields = json.loads(text)
         return LockOwner(str(fields["host"]), int(fields["pid"]), str(fields["token"]))
@@ -416,15 +424,15 @@ def lock_is_live(path: Path, owner: LockOwner) -> bool:
         age = time.time() - os.stat(path).st_mtime
     except FileNotFoundError:
         return False
-    return not owner.legacy and age < HEARTBEAT_S * MISSED_HEARTBEATS
+    return not owner.plain and age < HEARTBEAT_S * MISSED_HEARTBEATS
 
 
 def stale_reason(owner: LockOwner | None, unchanged_s: float) -> str | None:
     """Why a lock whose file has not changed for `unchanged_s` seconds is abandoned (None: it is not)."""
     if owner is not None and owner.host == HOST and not _process_alive(owner.pid):
         return f"{owner} has ended"
-    if owner is not None and owner.legacy:
-        return None  # an older version's holder: no heartbeat, but its process lives
+    if owner is not None and owner.plain:
+        return None  # a plain lock: no heartbeat, but its process lives
     if unchanged_s > HEARTBEAT_S * MISSED_HEARTBEATS:
         return f"{owner or 'its owner'} missed {MISSED_HEARTBEATS} heartbeats ({unchanged_s:.0f} s unchanged)"
     return None
@@ -514,8 +522,9 @@ def _heartbeat(path: Path, me: LockOwner, stop: threading.Event) -> None:
             os.utime(path)
 
 
-def _legacy_flock(path: Path) -> IO | None:
-    """An `flock` on the lock file, for older versions on this machine; None where none is offered."""
+def _plain_flock(path: Path) -> IO | None:
+    """An `flock` on the lock file, which holders of plain locks on this machine wait for; None
+    where none is offered."""
     handle = open(path)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -538,7 +547,7 @@ def run_lock(final: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     me = LockOwner(HOST, os.getpid(), uuid.uuid4().hex)
     _acquire(path, Path(final), me)
-    flock, stop = _legacy_flock(path), threading.Event()
+    flock, stop = _plain_flock(path), threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(path, me, stop), name=f"heartbeat {path.name}", daemon=True)
     beat.start()
     try:
@@ -569,8 +578,9 @@ def remove_if_empty(folder: Path) -> None:
         shutil.rmtree(folder)
 
 
-def load_or_compute(final: Path, config_class, compute: Callable[[], RunResult]) -> RunResult:
-    """The run at `final`: loaded if finished, else `compute()`d (it stores and returns it).
+def load_or_compute(final: Path, config_class, compute: Callable[[], RunResult], layout: Layout = RUN) -> RunResult:
+    """The run at `final` (a folder of `layout`): loaded if finished, else `compute()`d (it
+    stores and returns it).
 
     Concurrent callers on one config: the second waits for the first (`run_lock`), then loads
     its result. A `final` folder that exists but is not finished is recomputed with a WARNING
@@ -578,9 +588,9 @@ def load_or_compute(final: Path, config_class, compute: Callable[[], RunResult])
     """
     final = Path(final)
     with run_lock(final):
-        problem = run_problem(final, config_class)
+        problem = run_problem(final, config_class, layout)
         if problem is None:  # finished while this process waited
-            return _read_run(final, config_class)
+            return _read_run(final, config_class, layout)
         if final.exists():
             aside = set_aside(final)
             log.warning("%s: stored run is damaged (%s); its files are kept as %s, and the run is "
@@ -589,19 +599,3 @@ def load_or_compute(final: Path, config_class, compute: Callable[[], RunResult])
             return compute()
         finally:
             remove_if_empty(partial_dir(final))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line: `--add-hashes FOLDER ...` adds SHA-256s to seals that have only sizes."""
-    parser = argparse.ArgumentParser(description="Maintain the results store.")
-    parser.add_argument("--add-hashes", nargs="+", metavar="FOLDER", required=True, type=Path,
-                        help="finished run folders whose meta.json lacks file_sha256")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for folder in args.add_hashes:
-        log.info("%s: %s", folder.name, "hashes added" if add_hashes(folder) else "already hashed")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,22 +5,17 @@
 Each point of the sweep is an `MLPConfig` with one seed, trained by the training loop's seed
 group (`grokutils.train.SeedGroup`) in this process, and evaluated on the whole training and test sets at
 its log-spaced checkpoints: train and test accuracy only, no HTSR measures, so a point
-costs its training time and little more. A finished point is one Parquet file in
-`results/sweep/`, named by the config's hash and written atomically, sealed by a
-`NAME.parquet.sha256` file beside it (`sha256sum -c` reads it). A point whose bytes differ
-from its seal, or that cannot be read, is recomputed with a WARNING naming the file, as run
-folders are; an interrupted point is recomputed from the start (each takes minutes, not
-hours). A point written before seals existed still loads if it reads cleanly;
-`python -m grokutils.sweep --seal FILE ...` seals such points.
+costs its training time and little more. A finished point is a folder of the results store
+(`grokutils.store`, layout `POINT`) in `results/sweep/`, named by the config's hash: its
+config.json and its curve (curves.parquet), sealed by meta.json. The store loads it, locks it
+while it is trained, and sets a damaged one aside (`NAME.damaged`) and recomputes it with a
+WARNING, as it does runs; an interrupted point is recomputed from the start (each takes
+minutes, not hours).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import hashlib
-import io
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -32,17 +27,24 @@ from grokutils.config import MLPConfig, resolve_device
 from grokutils.mlp import cached_mnist
 from grokutils.models import make_mlp
 from grokutils.paths import RESULTS_DIR
-from grokutils.store import file_sha256
 from grokutils.train import SeedGroup
 
 log = logging.getLogger(__name__)
 SWEEP_FOLDER = "sweep"
 
 
-def point_path(config: MLPConfig, results_dir: Path | str = RESULTS_DIR) -> Path:
-    """Where the accuracy curve of one sweep point is stored."""
-    name = f"mlp-lr{config.lr:g}-{config.dtype}-wd{config.weight_decay:g}-{config.steps}steps"
-    return Path(results_dir) / SWEEP_FOLDER / f"{name}-{store.config_hash(config)}.parquet"
+def point_name(config: MLPConfig) -> str:
+    """The folder name of a sweep point: its lr, dtype, weight decay, steps and config hash."""
+    settings = f"lr{config.lr:g}-{config.dtype}-wd{config.weight_decay:g}-{config.steps}steps"
+    return f"mlp-{settings}-{store.config_hash(config)}"
+
+
+POINT = store.Layout(files=("config.json", "curves.parquet"), meta_keys=("config_hash",), name=point_name)
+
+
+def point_dir(config: MLPConfig, results_dir: Path | str = RESULTS_DIR) -> Path:
+    """Where one sweep point is stored."""
+    return Path(results_dir) / SWEEP_FOLDER / point_name(config)
 
 
 def accuracies(weights: dict[str, torch.Tensor], config: MLPConfig, data) -> dict[str, float]:
@@ -57,21 +59,35 @@ def accuracies(weights: dict[str, torch.Tensor], config: MLPConfig, data) -> dic
 
 def accuracy_curve(config: MLPConfig, results_dir: Path | str = RESULTS_DIR, device: str = "cpu",
                    progress: bool = False) -> pd.DataFrame:
-    """Accuracy at every checkpoint of a one-seed config: loaded if stored, else trained.
+    """Accuracy at every checkpoint of a one-seed config: loaded if stored, else trained and stored.
 
-    Columns: step, train_accuracy, test_accuracy, lr, dtype, weight_decay, seconds (training
-    time so far). The seed is seed 0, the same initial weights and batches as seed 0 of a
-    full run of the same settings.
+    Columns: step, train_accuracy, test_accuracy, seconds (training time so far), lr, dtype,
+    weight_decay, diverged. The seed is seed 0, the same initial weights and batches as seed 0
+    of a full run of the same settings.
     """
     if config.n_seeds != 1:
         raise ValueError(f"a sweep point trains one seed: n_seeds must be 1, got {config.n_seeds}")
-    path = point_path(config, results_dir)
-    stored = _read_point(path, config)
-    if stored is not None:
-        return stored
-    torch_device = resolve_device(device)
+    folder = point_dir(config, results_dir)
+    stored = store.load_if_finished(folder, MLPConfig, POINT)
+    if stored is None:
+        torch_device = resolve_device(device)
+        stored = store.load_or_compute(folder, MLPConfig, lambda: _compute(config, folder, torch_device, progress),
+                                       POINT)
+    return stored.curves
+
+
+def _compute(config: MLPConfig, folder: Path, device: torch.device, progress: bool) -> store.RunResult:
+    """Train a point, store it in `folder` and return it loaded; the caller holds its lock."""
+    curve = _train_curve(config, device, progress)
+    files = {"config.json": store.config_bytes(config), "curves.parquet": store.parquet_bytes(curve)}
+    store.write_sealed(folder, files, {"config_hash": store.config_hash(config)}, POINT)
+    return store.load_run(folder, MLPConfig, POINT)
+
+
+def _train_curve(config: MLPConfig, device: torch.device, progress: bool = False) -> pd.DataFrame:
+    """Train seed 0 of `config`, measuring train and test accuracy at every checkpoint."""
     data = cached_mnist(config.n_per_class, config.data_seed, config.data_source)
-    trainer = SeedGroup(tasks.MLP, config, [0], data, torch_device)
+    trainer = SeedGroup(tasks.MLP, config, [0], data, device)
     rows, clock = [], 0.0
     for step in config.checkpoint_steps:
         tic = time.perf_counter()
@@ -81,73 +97,8 @@ def accuracy_curve(config: MLPConfig, results_dir: Path | str = RESULTS_DIR, dev
         if progress:
             log.info("lr %g %s: step %d, test accuracy %.3f", config.lr, config.dtype, step,
                      rows[-1]["test_accuracy"])
-    curve = pd.DataFrame(rows).assign(lr=config.lr, dtype=config.dtype, weight_decay=config.weight_decay,
-                                      diverged=bool(trainer.diverged))
-    _write(curve, path)
-    return curve
-
-
-def seal_path(path: Path) -> Path:
-    """The seal of a point's Parquet file: its SHA-256, as `sha256sum` writes it."""
-    return path.with_name(path.name + ".sha256")
-
-
-def _read_point(path: Path, config: MLPConfig) -> pd.DataFrame | None:
-    """The stored curve of a point, or None if there is none; a damaged one (bytes that
-    differ from the seal, unreadable, other steps) is None too, with a WARNING."""
-    if not path.is_file():
-        return None
-    problem, curve = _seal_problem(path), None
-    if problem is None:
-        try:
-            curve = pd.read_parquet(path)
-        except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
-            problem = f"unreadable ({type(err).__name__}: {err})"
-    if problem is None and ("step" not in curve or curve.step.tolist() != config.checkpoint_steps):
-        problem = "its steps are not the config's checkpoint steps"
-    if problem is not None:
-        log.warning("sweep point %s is damaged: %s; recomputing it", path.name, problem)
-        return None
-    return curve
-
-
-def _seal_problem(path: Path) -> str | None:
-    """Why the bytes of a point do not match its seal (None if they do, or if it has no seal)."""
-    seal = seal_path(path)
-    if not seal.is_file():
-        return None  # written before seals existed: read, and checked on its steps
-    recorded = seal.read_text().split()[:1]
-    return None if recorded == [file_sha256(path)] else "SHA-256 differs from its seal"
-
-
-def _write(curve: pd.DataFrame, path: Path) -> None:
-    """The seal, then the Parquet file, each written atomically: a point file on disk always has
-    its seal (a crash between the two leaves a seal without a file: recomputed)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    curve.to_parquet(buffer, index=False)
-    payload = buffer.getvalue()
-    store.atomic_write_bytes(seal_path(path), f"{hashlib.sha256(payload).hexdigest()}  {path.name}\n".encode())
-    store.atomic_write_bytes(path, payload)
-
-
-def seal_point(path: Path) -> bool:
-    """Seal a point written before seals existed; False if it has a seal that matches.
-
-    Refuses a file that does not read as a table, or whose seal it does not match.
-    """
-    path = Path(path)
-    problem = _seal_problem(path)
-    if problem is not None:
-        raise ValueError(f"{path.name}: {problem}; not sealed")
-    if seal_path(path).is_file():
-        return False
-    try:
-        pd.read_parquet(path)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{path.name}: not a readable point ({type(err).__name__}: {err}); not sealed") from err
-    store.atomic_write_bytes(seal_path(path), f"{file_sha256(path)}  {path.name}\n".encode())
-    return True
+    return pd.DataFrame(rows).assign(lr=config.lr, dtype=config.dtype, weight_decay=config.weight_decay,
+                                     diverged=bool(trainer.diverged))
 
 
 def sweep_configs(points: list[list], base: MLPConfig, must_hold: tuple[float, str] | None = None) -> list[MLPConfig]:
@@ -228,19 +179,3 @@ def precision_table(curves: pd.DataFrame, lr: float) -> pd.DataFrame:
     numeric = table.drop(columns=["diverged"]).astype(float)
     table.loc["float32 - float64"] = (numeric.loc["float32"] - numeric.loc["float64"]).round(4)
     return table.drop(columns=["diverged", "training seconds"]).T
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line: `--seal FILE ...` seals points stored before seals existed."""
-    parser = argparse.ArgumentParser(description="Maintain the stored sweep points.")
-    parser.add_argument("--seal", nargs="+", metavar="FILE", required=True, type=Path,
-                        help="point files (results/sweep/*.parquet) without a .sha256 seal")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for path in args.seal:
-        log.info("%s: %s", path.name, "sealed" if seal_point(path) else "already sealed")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -27,7 +27,6 @@ def test_tail_size_and_the_wide_tail_flag():
     out = fits.with_fit_diagnostics(layers)
     assert out.tail_size.tolist() == [0.1, 0.5, 0.505]
     assert out.wide_tail.tolist() == [False, False, True]  # more than half is flagged, half is not
-    assert fits.wide_tail_steps(layers) == {(0, 3, "fc1")}
     with pytest.raises(ValueError, match="lacks columns"):
         fits.with_fit_diagnostics(layers.drop(columns="num_evals"))
 

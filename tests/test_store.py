@@ -78,12 +78,11 @@ def _flip_byte(path, offset: int = -100) -> None:
     path.write_bytes(bytes(data))
 
 
-def _drop_hashes(folder) -> dict:
-    """Rewrite meta.json as sealed before hashes existed (sizes only); returns the full meta."""
+def _drop_hashes(folder) -> None:
+    """Rewrite meta.json as a seal of sizes alone, without file_sha256."""
     meta = json.loads((folder / "meta.json").read_text())
-    legacy = {key: value for key, value in meta.items() if key != "file_sha256"}
-    (folder / "meta.json").write_text(json.dumps(legacy, indent=1) + "\n")
-    return meta
+    sizes_only = {key: value for key, value in meta.items() if key != "file_sha256"}
+    (folder / "meta.json").write_text(json.dumps(sizes_only, indent=1) + "\n")
 
 
 def test_flipped_byte_is_not_a_finished_run(tiny_run, tmp_path):
@@ -94,13 +93,13 @@ def test_flipped_byte_is_not_a_finished_run(tiny_run, tmp_path):
         store.load_run(copy, MLPConfig)
 
 
-def test_loading_a_seal_without_hashes_adds_them(tiny_run, tmp_path, caplog):
+def test_a_seal_without_hashes_is_damaged(tiny_run, tmp_path):
     copy = _copy_run(tiny_run, tmp_path)
-    fresh = _drop_hashes(copy)
-    with caplog.at_level("WARNING", logger="grokutils"):
+    _drop_hashes(copy)
+    assert not store.is_complete(copy)
+    assert store.load_if_finished(copy, MLPConfig) is None
+    with pytest.raises(FileNotFoundError, match="not a finished run"):
         store.load_run(copy, MLPConfig)
-    assert "sealed before hashes existed" in caplog.text
-    assert json.loads((copy / "meta.json").read_text()) == fresh  # upgraded, not silently left on sizes
 
 
 @pytest.mark.parametrize("key", store.META_KEYS)
@@ -121,36 +120,34 @@ def test_a_folder_whose_config_does_not_hash_to_its_name_is_refused(tiny_run, tm
     assert store.load_if_finished(renamed, MLPConfig) is None
 
 
-def test_seal_without_hashes_loads_and_the_migration_adds_them(tiny_run, tmp_path):
+def test_the_store_has_no_command_that_adds_hashes(tiny_run, tmp_path):
+    """`python -m grokutils.store --add-hashes FOLDER` added hashes to a seal of sizes alone; no more."""
+    import subprocess
+    import sys
+
     copy = _copy_run(tiny_run, tmp_path)
-    fresh = _drop_hashes(copy)
-    assert store.is_complete(copy)  # a seal written before hashes: sizes only, still loads
-    assert store.main(["--add-hashes", str(copy)]) == 0
-    assert json.loads((copy / "meta.json").read_text()) == fresh
-    assert store.add_hashes(copy) is False  # already hashed: nothing to do
-    _flip_byte(copy / "arrays.npz")
+    _drop_hashes(copy)
+    sizes_only = (copy / "meta.json").read_bytes()
+    subprocess.run([sys.executable, "-m", "grokutils.store", "--add-hashes", str(copy)], capture_output=True,
+                   timeout=120)
+    assert (copy / "meta.json").read_bytes() == sizes_only
     assert not store.is_complete(copy)
 
 
-def test_migration_refuses_a_folder_that_is_not_complete(tiny_run, tmp_path):
-    copy = _copy_run(tiny_run, tmp_path)
-    _drop_hashes(copy)
-    (copy / "curves.parquet").write_bytes(b"")
-    with pytest.raises(ValueError, match="curves.parquet: size 0, sealed"):
-        store.add_hashes(copy)
-    assert "file_sha256" not in json.loads((copy / "meta.json").read_text())
-
-
-def test_committed_results_are_sealed_with_hashes():
+def test_committed_results_are_sealed_with_hashes_and_load():
+    """Every committed run and sweep point: sealed with the SHA-256 of every file, its config's."""
+    from grokutils.config import ModAddConfig
     from grokutils.paths import RESULTS_DIR
-    from grokutils.sweep import SWEEP_FOLDER  # one-file points, sealed by their own .sha256 files
+    from grokutils.sweep import POINT, SWEEP_FOLDER
 
-    folders = [path for path in RESULTS_DIR.iterdir()
-               if path.is_dir() and not path.name.endswith(".partial") and path.name != SWEEP_FOLDER]
-    assert folders
-    for folder in folders:
-        assert store.is_complete(folder), folder.name
-        assert set(json.loads((folder / "meta.json").read_text())["file_sha256"]) == set(store.FILES)
+    runs = [path for path in RESULTS_DIR.iterdir() if path.is_dir() and path.name != SWEEP_FOLDER
+            and not path.name.endswith((".partial", ".staging"))]
+    points = [path for path in (RESULTS_DIR / SWEEP_FOLDER).iterdir() if path.is_dir()]
+    assert runs and points
+    for folder, layout in [(run, store.RUN) for run in runs] + [(point, POINT) for point in points]:
+        config_class = ModAddConfig if folder.name.startswith("modadd-") else MLPConfig
+        assert store.run_problem(folder, config_class, layout) is None, folder.name
+        assert set(json.loads((folder / "meta.json").read_text())["file_sha256"]) == set(layout.files)
 
 
 WRITERS = {  # every atomic write goes through store.atomic_write_bytes

@@ -1,23 +1,29 @@
 """grokutils.sweep: one-seed accuracy curves, stored once, and the chapter's tables."""
 from __future__ import annotations
 
+import dataclasses
+import json
+import shutil
+
 import pandas as pd
 import pytest
 
-from grokutils import sweep
+from grokutils import store, sweep
 from grokutils.config import MLPConfig
 
 TINY = MLPConfig(steps=20, n_checkpoints=4, lr=5e-3)  # float64: eager, no compilation
 
 
-def test_a_point_is_trained_stored_and_loaded_again(tmp_path):
+def test_a_point_is_trained_stored_in_the_store_and_loaded_again(tmp_path, monkeypatch):
     curve = sweep.accuracy_curve(TINY, tmp_path)
     assert list(curve.step) == TINY.checkpoint_steps
     assert {"train_accuracy", "test_accuracy", "seconds", "lr", "dtype", "diverged"} <= set(curve.columns)
     assert curve.train_accuracy.between(0, 1).all() and not curve.diverged.any()
-    path = sweep.point_path(TINY, tmp_path)
-    assert path.is_file() and path.parent.name == "sweep"
-    pd.testing.assert_frame_equal(sweep.accuracy_curve(TINY, tmp_path), curve)  # loaded, not retrained
+    folder = sweep.point_dir(TINY, tmp_path)
+    assert folder.parent.name == "sweep" and store.is_complete(folder, sweep.POINT)
+    assert store.load_run(folder, MLPConfig, sweep.POINT).config == TINY
+    monkeypatch.setattr(sweep, "SeedGroup", lambda *args, **kwargs: pytest.fail("a stored point was retrained"))
+    pd.testing.assert_frame_equal(sweep.accuracy_curve(TINY, tmp_path), curve)
 
 
 def test_a_point_is_seed_0_of_a_full_run(tmp_path, tiny_run):
@@ -50,33 +56,59 @@ def _flip_bit(path, offset: int) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("damage", ["flip", "truncate"])
-def test_a_damaged_point_is_recomputed_with_a_warning(damage, tmp_path, caplog):
-    """A flipped bit (sealed: its SHA-256 differs) or a truncated file is trained again, never served."""
+def _damage(folder, how: str) -> None:
+    curves, meta = folder / "curves.parquet", folder / "meta.json"
+    if how == "flip":
+        _flip_bit(curves, len(curves.read_bytes()) // 2)
+    elif how == "truncate":
+        curves.write_bytes(curves.read_bytes()[:200])
+    elif how == "garbled seal":
+        meta.write_text("{garbled")
+    else:  # a seal of sizes without hashes
+        meta.write_text(json.dumps({key: value for key, value in json.loads(meta.read_text()).items()
+                                    if key != "file_sha256"}))
+
+
+@pytest.mark.parametrize("how", ["flip", "truncate", "garbled seal", "seal without hashes"])
+def test_a_damaged_point_is_set_aside_and_recomputed_with_a_warning(how, tmp_path, caplog):
+    """As the store does for runs: never served, its files kept as NAME.damaged, trained again."""
     curve = sweep.accuracy_curve(TINY, tmp_path)
-    path = sweep.point_path(TINY, tmp_path)
-    if damage == "flip":
-        _flip_bit(path, len(path.read_bytes()) // 2)
-    else:
-        path.write_bytes(path.read_bytes()[:200])
+    folder = sweep.point_dir(TINY, tmp_path)
+    _damage(folder, how)
+    damaged = {path.name: path.read_bytes() for path in folder.iterdir()}
     with caplog.at_level("WARNING", logger="grokutils"):
         again = sweep.accuracy_curve(TINY, tmp_path)
-    assert path.name in caplog.text and "recomputing" in caplog.text
+    assert folder.name in caplog.text and "recomputing" in caplog.text
+    aside = folder.with_name(folder.name + ".damaged")
+    assert {path.name: path.read_bytes() for path in aside.iterdir()} == damaged
     pd.testing.assert_frame_equal(again.drop(columns="seconds"), curve.drop(columns="seconds"))
+    assert store.is_complete(folder, sweep.POINT)
     pd.testing.assert_frame_equal(sweep.accuracy_curve(TINY, tmp_path), again)  # sealed again: loaded
 
 
-def test_a_point_stored_before_seals_still_loads_and_can_be_sealed(tmp_path, monkeypatch):
-    curve = sweep.accuracy_curve(TINY, tmp_path)
-    path = sweep.point_path(TINY, tmp_path)
-    sweep.seal_path(path).unlink()  # as written before seals existed
-    monkeypatch.setattr(sweep, "SeedGroup", lambda *args, **kwargs: pytest.fail("a stored point was retrained"))
-    pd.testing.assert_frame_equal(sweep.accuracy_curve(TINY, tmp_path), curve)
-    assert sweep.main(["--seal", str(path)]) == 0
-    assert sweep.seal_path(path).read_text() == f"{sweep.file_sha256(path)}  {path.name}\n"
-    _flip_bit(path, len(path.read_bytes()) // 2)
-    with pytest.raises(ValueError, match="SHA-256 differs"):
-        sweep.seal_point(path)
+def test_a_point_folder_whose_config_is_another_points_is_not_served(tmp_path, monkeypatch):
+    sweep.accuracy_curve(TINY, tmp_path)
+    other = dataclasses.replace(TINY, lr=1e-3)
+    shutil.copytree(sweep.point_dir(TINY, tmp_path), sweep.point_dir(other, tmp_path))
+    assert store.load_if_finished(sweep.point_dir(other, tmp_path), MLPConfig, sweep.POINT) is None
+
+    def stop(*args, **kwargs):
+        raise RuntimeError("training started")
+
+    monkeypatch.setattr(sweep, "SeedGroup", stop)
+    with pytest.raises(RuntimeError, match="training started"):
+        sweep.accuracy_curve(other, tmp_path)
+
+
+def test_the_sweeps_own_seal_command_is_gone(tmp_path):
+    """`python -m grokutils.sweep --seal FILE` wrote a `FILE.sha256` seal; points are sealed by the store."""
+    import subprocess
+    import sys
+
+    point = tmp_path / "point.parquet"
+    pd.DataFrame({"step": [0, 10], "test_accuracy": [0.1, 0.5]}).to_parquet(point)
+    subprocess.run([sys.executable, "-m", "grokutils.sweep", "--seal", str(point)], capture_output=True, timeout=120)
+    assert [path.name for path in tmp_path.iterdir()] == ["point.parquet"]
 
 
 def test_a_sweep_without_a_point_at_the_chosen_protocol_is_refused_before_work():

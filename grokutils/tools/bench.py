@@ -18,8 +18,7 @@ Each loop takes W untimed steps, then N timed ones; the batched group's one-off 
 (compilation, graph capture) happens in its untimed steps and is reported on its own.
 Every rate is also given as a ratio against the naive float64 loop timed in the same run.
 Afterwards the batched group's weights are compared with the reference loop's of the same
-precision (same seed, same W + N batches). `benchmarks/mlp_step.py` times the group against
-the hand-written batched step it replaced. Then the modular-addition full-batch step
+precision (same seed, same W + N batches). Then the modular-addition full-batch step
 (reference against fast loss), if `grokutils.modadd` and `grokutils.transformer` provide it.
 """
 from __future__ import annotations
