@@ -40,6 +40,7 @@ from grokutils import __version__, store, train, workers
 from grokutils.config import is_int, resolve_device
 from grokutils.htsr import import_weightwatcher
 from grokutils.paths import RESULTS_DIR
+from grokutils.phases import best_raw_step
 from grokutils.store import RunResult, array_key
 from grokutils.tasks import task_of
 from grokutils.train import weights_path
@@ -323,10 +324,9 @@ def collect_measures(config, work: Path, statuses: dict) -> tuple[pd.DataFrame, 
 
 
 def key_steps(curves: pd.DataFrame, seed: int) -> dict[str, int]:
-    """init (step 0), best (first step of highest test accuracy) and final steps of a seed."""
+    """init (step 0), best (`grokutils.phases.best_raw_step`) and final steps of a seed."""
     mine = curves[curves.seed == seed]
-    best = int(mine.loc[mine.test_accuracy.idxmax(), "step"])
-    return {"init": 0, "best": best, "final": int(mine.step.max())}
+    return {"init": 0, "best": best_raw_step(mine), "final": int(mine.step.max())}
 
 
 def _assemble(config, work: Path, final: Path, statuses: dict, timings: dict, described: str, data,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numbers
 
-import pandas as pd
 from myst_nb import glue as myst_glue
 
 # name -> value, in the order the kernel glued them (a name glued twice keeps its last value)
@@ -22,11 +21,24 @@ def glue(name: str, value, display: bool = True) -> None:
     myst_glue(name, value, display=display)
 
 
-def quoted_values() -> pd.DataFrame:
-    """Every value glued in this kernel so far: its name (as the text in JupyterLab shows it) and
-    the text the book puts in its place; a value that is not text is shown by its type."""
-    rows = [(name, value if isinstance(value, str) else _describe(value)) for name, value in _QUOTED.items()]
-    return pd.DataFrame(rows, columns=["name in the text", "value in the book"]).set_index("name in the text")
+class QuotedValues:
+    """A list of glued values as a notebook shows it: markdown in JupyterLab, the same lines as text."""
+
+    def __init__(self, values: dict[str, object]):
+        self.text = "\n".join(f"- `{name}`: {value if isinstance(value, str) else _describe(value)}"
+                              for name, value in values.items()) or "(nothing glued yet)"
+
+    def _repr_markdown_(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def quoted_values() -> QuotedValues:
+    """Every value glued in this kernel so far, one line each: its name (as the text shows it in
+    JupyterLab) and the text the book puts in its place, in full."""
+    return QuotedValues(dict(_QUOTED))
 
 
 def _describe(value) -> str:

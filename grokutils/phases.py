@@ -192,6 +192,13 @@ def phases_of_curve(steps, train, test) -> Phases:
                   lowest_train=float("nan") if i_slip is None else float(np.nanmin(train[i_slip:])))
 
 
+def best_raw_step(curves: pd.DataFrame) -> int:
+    """The first step of highest raw test accuracy in `curves` (one seed): the 'best' checkpoint whose
+    weights a run keeps (`grokutils.engine.key_steps`), and a curve's peak where it never fits the
+    training set (then the phase rule has no smoothed peak, `Phases.t_peak`)."""
+    return int(curves.loc[curves.test_accuracy.idxmax(), "step"])
+
+
 def mean_curves(curves: pd.DataFrame) -> pd.DataFrame:
     """Mean train and test accuracy over seeds, one row per step (index: step)."""
     if curves.empty:

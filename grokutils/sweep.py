@@ -152,15 +152,14 @@ def curves_figure(curves: pd.DataFrame, x: str = "step"):
 
 def point_table(curves: pd.DataFrame) -> pd.DataFrame:
     """Per point: fit step, test peak and its step, final test and train accuracy, fall, time."""
-    from grokutils.phases import find_phases, with_int_steps
+    from grokutils.phases import best_raw_step, find_phases, with_int_steps
 
     rows = []
     for (lr, dtype, steps), point in curves.groupby(["lr", "dtype", "steps"], sort=True):
         phases = find_phases(point.assign(seed=0))
         rows.append({"lr": lr, "dtype": dtype, "steps": steps, "t_fit": phases.t_fit,
                      "peak test accuracy": round(phases.peak_test_accuracy, 4),
-                     "step of peak": phases.t_peak if phases.t_fit is not None else int(point.loc[
-                         point.test_accuracy.idxmax(), "step"]),
+                     "step of peak": phases.t_peak if phases.t_fit is not None else best_raw_step(point),
                      "final test accuracy": round(phases.final_test_accuracy, 4),
                      "fall from peak": round(phases.peak_test_accuracy - phases.final_test_accuracy, 4),
                      "t_collapse": phases.t_collapse,

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
-from grokutils import engine, store, tasks, train
+from grokutils import engine, mlp, modadd, store, tasks, train
 from grokutils.config import MLPConfig, ModAddConfig
 from grokutils.data import modular_addition_data
 
@@ -110,13 +110,14 @@ def test_killed_run_resumes_to_bitwise_identical_weights(name, tmp_path):
 @pytest.mark.parametrize("name", TASKS)
 def test_nan_loss_stops_with_a_recorded_status(name, tmp_path, monkeypatch):
     task, make_config, make_data = SETUPS[name]
-    real_step = tasks.train_step
+    module = {"mlp": mlp, "modadd": modadd}[name]  # where the task's step finds train_step
+    real_step = module.train_step
 
     def poisoned(model, optimizer, loss_of, lr=None):
         loss = real_step(model, optimizer, loss_of, lr)
         return loss * float("nan") if optimizer.state[model.fc1.weight]["step"] > 150 else loss
 
-    monkeypatch.setattr(tasks, "train_step", poisoned)
+    monkeypatch.setattr(module, "train_step", poisoned)
     config, data = make_config(1000, 10), make_data()
     status = train.train_seed(task, config, 0, data, tmp_path, CPU, progress=False)
     assert status == {"status": "diverged", "step": 200}
