@@ -15,11 +15,6 @@ from grokutils.phases import Phases, find_phases
 from grokutils.store import RunResult
 
 
-def phase_steps(phases: Phases) -> dict[str, int | None]:
-    """The step whose values stand for each phase: `Phases.edge_steps` (the one source)."""
-    return phases.edge_steps()
-
-
 def _at(frame: pd.DataFrame, step: int | None) -> pd.DataFrame:
     """Rows of checkpoint `step` (none if `step` is None)."""
     return frame.iloc[:0] if step is None else frame[frame.step == step]
@@ -28,7 +23,7 @@ def _at(frame: pd.DataFrame, step: int | None) -> pd.DataFrame:
 def accuracy_table(result: RunResult, phases: Phases) -> pd.DataFrame:
     """Table 5: train and test accuracy at each phase's edge (mean ± sd over seeds), paper beside."""
     rows = []
-    for phase, step in phase_steps(phases).items():
+    for phase, step in phases.edge_steps().items():
         mine = _at(result.curves, step)
         rows.append({"phase": phase, "step": "not reached" if step is None else f"{step:,}",
                      "train (ours)": mean_sd(mine.train_accuracy, ".3f"),
@@ -45,7 +40,7 @@ def layer_phase_table(result: RunResult, phases: Phases, column: str, paper_valu
     The last row is the mean over the eight layers ± its sd across layers, as in the paper.
     """
     table = {}
-    for phase, step in phase_steps(phases).items():
+    for phase, step in phases.edge_steps().items():
         mine = _at(result.layers, step).astype({column: float})
         by_layer = mine.groupby("layer")[column]
         ours = {layer: mean_sd(by_layer.get_group(layer), f".{digits}f") if layer in by_layer.groups else "not reached"
@@ -76,7 +71,7 @@ def key_gram_table(result: RunResult, phases: Phases, seed: int = 0, top: int = 
     seeds) and the preferred tokens of `seed`: largest |projection| of their embedding on the
     Gram's top eigenvector, and largest '=' query scores in slot a."""
     rows = []
-    for phase, step in phase_steps(phases).items():
+    for phase, step in phases.edge_steps().items():
         if step is None:
             rows.append({"phase": phase, "head": "all", "step": "not reached"})
             continue
@@ -103,7 +98,7 @@ def dft_table(result: RunResult, phases: Phases, seed: int = 0, top: int = 6) ->
     """Table 10: peak energy fraction (frequency 0 left out), the top frequencies, and the share
     of the paper's six frequencies, per matrix and phase, for `seed`."""
     rows = []
-    for phase, step in phase_steps(phases).items():
+    for phase, step in phases.edge_steps().items():
         if step is None:
             rows.append({"phase": phase, "matrix": "all", "step": "not reached"})
             continue
@@ -120,7 +115,7 @@ def dft_table(result: RunResult, phases: Phases, seed: int = 0, top: int = 6) ->
 def kernel_table(result: RunResult, phases: Phases, seed: int = 0, top: int = 3) -> pd.DataFrame:
     """Table 11: the rule kernel k(Delta) on test (and train) pairs, its contrast and spectrum, per phase."""
     rows = []
-    for phase, step in phase_steps(phases).items():
+    for phase, step in phases.edge_steps().items():
         if step is None:
             rows.append({"phase": phase, "step": "not reached"})
             continue

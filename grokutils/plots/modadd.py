@@ -11,7 +11,7 @@ import pandas as pd
 
 from grokutils import paper, transformer
 from grokutils.config import ModAddConfig
-from grokutils.modadd_analysis import changed_settings, dft_energies, phase_steps
+from grokutils.modadd_analysis import changed_settings, dft_energies
 from grokutils.phases import PHASE_COLOURS, Phases, shade_phases
 from grokutils.plots.common import BOOK_WIDTH_IN, step_axis
 from grokutils.spectra import mp_density, powerlaw_density, trap_threshold
@@ -48,7 +48,7 @@ def layers_and_accuracy_figure(result: RunResult, phases: Phases, column: str, y
 def esd_figure(result: RunResult, phases: Phases, layer: str = "embed", seed: int = 0) -> plt.Figure:
     """Figures 9 and 18: per phase, the ESD of X(W) with its power-law fit (log-log, top) and
     the ESD of X(W_rand), rescaled as WeightWatcher fits it, with the MP fit and its edge (bottom)."""
-    present = {phase: step for phase, step in phase_steps(phases).items() if step is not None}
+    present = {phase: step for phase, step in phases.edge_steps().items() if step is not None}
     fig, axes = plt.subplots(2, len(present), figsize=(3.8 * len(present), 6.4), squeeze=False)
     for col, (phase, step) in enumerate(present.items()):
         row = result.layers.query("seed == @seed and step == @step and layer == @layer").iloc[0]
@@ -96,7 +96,7 @@ def _rand_panel(ax: plt.Axes, rand_evals: np.ndarray, row: pd.Series) -> None:
 
 def dft_figure(result: RunResult, phases: Phases, seed: int = 0) -> plt.Figure:
     """Figures 16 and 17: token-DFT energy against frequency, one line per phase, paper's frequencies marked."""
-    present = {phase: step for phase, step in phase_steps(phases).items() if step is not None}
+    present = {phase: step for phase, step in phases.edge_steps().items() if step is not None}
     fig, axes = plt.subplots(3, 1, figsize=(BOOK_WIDTH_IN, 7.5), sharex=True)
     for phase, step in present.items():
         for ax, (matrix, energy) in zip(axes, dft_energies(result, seed, step).items()):
@@ -114,7 +114,7 @@ def dft_figure(result: RunResult, phases: Phases, seed: int = 0) -> plt.Figure:
 def kernel_figure(result: RunResult, phases: Phases, seed: int = 0) -> plt.Figure:
     """The rule kernel k(Delta) on test pairs per phase (left) and its power spectrum (right)."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(BOOK_WIDTH_IN, 3.4))
-    for phase, step in phase_steps(phases).items():
+    for phase, step in phases.edge_steps().items():
         if step is None:
             continue
         kernel = result.array(seed, step, "logits", "kernel_test").astype(float)
