@@ -22,6 +22,7 @@ import pandas as pd
 from grokutils import phases as phase_rule
 from grokutils.mlp import with_average_alpha, with_fc1_entropy
 from grokutils.phases import Phases
+from grokutils.prose import say
 from grokutils.store import RunResult
 
 ALPHA_LINE = 2.0  # HTSR: alpha < 2 marks a very heavy-tailed, over-correlated layer
@@ -122,15 +123,21 @@ def measure_turn_table(result: RunResult, measures=COMPETING_MEASURES) -> pd.Dat
     return pd.DataFrame(rows, columns=columns).set_index(["seed", "measure"])  # empty: no seed collapsed
 
 
-def turning_words(turns: pd.DataFrame, names: dict[str, str] | None = None) -> str:
-    """The measures whose trend turns at the peak in most seeds (`measure_turn_table`), in words; says
-    so when nothing could be tested because no seed anti-groks."""
+def turning_values(turns: pd.DataFrame, names: dict[str, str] | None = None) -> dict:
+    """The measures whose trend turns at the peak in more than half of the seeds (`measure_turn_table`),
+    by their names in `names`: {tested, turning, n_measures, n_seeds}. `tested` is False when no seed
+    anti-groks, so there is no fall for a measure to mark."""
     if turns.empty:
-        return "none tested: no seed anti-groks, so there is no fall for a measure to mark"
+        return {"tested": False, "turning": [], "n_measures": 0, "n_seeds": 0}
     share = turns.groupby(level="measure", sort=False).turns.mean()
-    turning = [(names or {}).get(measure, measure) for measure, value in share.items() if value > 0.5]
-    tested = f"of the {len(share)} measures tested on {turns.index.get_level_values('seed').nunique()} seeds"
-    return f"none {tested}" if not turning else f"{', '.join(turning)} ({len(turning)} {tested})"
+    return {"tested": True, "turning": [(names or {}).get(measure, measure) for measure, value in share.items()
+                                        if value > 0.5],
+            "n_measures": len(share), "n_seeds": turns.index.get_level_values("seed").nunique()}
+
+
+def turning_words(turns: pd.DataFrame, names: dict[str, str] | None = None) -> str:
+    """`turning_values` in words (templates/claims.j2, `turning`)."""
+    return say("claims.turning", turning_values(turns, names))
 
 
 def summarize(table: pd.DataFrame, by: str | None = None) -> pd.DataFrame:

@@ -21,6 +21,13 @@ def glue(name: str, value, display: bool = True) -> None:
     myst_glue(name, value, display=display)
 
 
+def glue_all(values: dict[str, object]) -> None:
+    """Glue every value of `values` under its name, for the text only (not shown where glued):
+    a chapter glues the dict that its function in `grokutils.glued` returns."""
+    for name, value in values.items():
+        glue(name, value, display=False)
+
+
 class QuotedValues:
     """A list of glued values as a notebook shows it: markdown in JupyterLab, the same lines as text."""
 

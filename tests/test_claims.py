@@ -161,14 +161,16 @@ def test_timing_and_weight_decay_words():
     assert words.endswith("to the end in 2 of 2 seeds with it against 0 of 2 without")
 
 
-def test_turning_words_say_when_nothing_was_tested():
+def test_turning_values_name_the_measures_that_turn_in_most_seeds():
     turns = claims.measure_turn_table(COLLAPSING)
-    assert claims.turning_words(turns.iloc[:0]) == ("none tested: no seed anti-groks, so there is no fall for a "
-                                                    "measure to mark")
+    assert claims.turning_values(turns.iloc[:0])["tested"] is False
     n = turns.index.get_level_values("measure").nunique()
-    words = claims.turning_words(turns.assign(turns=True), {"l2_norm": "l2 norm"})
-    assert words.startswith("l2 norm, ") and words.endswith(f"({n} of the {n} measures tested on 2 seeds)")
-    assert claims.turning_words(turns.assign(turns=False)) == f"none of the {n} measures tested on 2 seeds"
+    values = claims.turning_values(turns.assign(turns=True), {"l2_norm": "l2 norm"})
+    assert values["tested"] and values["n_measures"] == n and values["n_seeds"] == 2
+    assert values["turning"][0] == "l2 norm" and len(values["turning"]) == n
+    assert claims.turning_values(turns.assign(turns=False))["turning"] == []
+    for case in (turns.iloc[:0], turns.assign(turns=True), turns.assign(turns=False)):
+        assert claims.turning_words(case)  # every case renders
 
 
 def test_separation_words_name_the_firing_steps_of_the_best_rule():

@@ -11,7 +11,7 @@ import time
 import nbformat
 import pytest
 
-from grokutils import chapters
+from grokutils import chapters, glued
 from grokutils.paths import REPO_ROOT
 from grokutils.tools import execute
 
@@ -144,20 +144,29 @@ def _is_prose(markdown: str) -> bool:
     return len(re.findall(r"[A-Za-z]+", text)) >= 3 and re.search(r"[.!?:](\s|$)", text) is not None
 
 
+def _shows_nothing(cell) -> bool:
+    """A cell the book leaves out (`remove-cell`), or one whose input it leaves out and whose
+    outputs are glued values only (`remove-input`: the chapter's `glue_all` cell)."""
+    tags = cell.metadata.get("tags", [])
+    if "remove-cell" in tags:
+        return True
+    return "remove-input" in tags and all("scrapbook" in output.get("metadata", {})
+                                          for output in cell.get("outputs", []))
+
+
 def code_cells_without_prose(cells: list) -> list[int]:
     """Indices of code cells not followed by a markdown cell with a sentence.
 
     A `parameters` cell directly followed by papermill's `injected-parameters` cell counts as one
-    block with it: the prose then follows the injected cell. Cells the book leaves out
-    (`remove-cell`: JupyterLab's list of glued values) need no prose, and are none.
+    block with it: the prose then follows the injected cell. Cells the book does not show
+    (JupyterLab's list of glued values, the `glue_all` cell) need no prose, and are none.
     """
     missing = []
     for index, cell in enumerate(cells):
         following = cells[index + 1] if index + 1 < len(cells) else None
-        removed = "remove-cell" in cell.metadata.get("tags", [])
-        if removed or cell.cell_type != "code" or ("parameters" in cell.metadata.get("tags", [])
-                                                   and following is not None
-                                                   and "injected-parameters" in following.metadata.get("tags", [])):
+        if _shows_nothing(cell) or cell.cell_type != "code" or (
+                "parameters" in cell.metadata.get("tags", []) and following is not None
+                and "injected-parameters" in following.metadata.get("tags", [])):
             continue
         if (following is None or following.cell_type != "markdown" or not _is_prose(following.source)
                 or "remove-cell" in following.metadata.get("tags", [])):
@@ -570,22 +579,49 @@ def test_plumbing_tags_follow_the_cells_role():
                     ["hide-cell"], []]
 
 
+def _glued_names(cell) -> list[str]:
+    """The names a cell's committed outputs glue (myst-nb's scrapbook records)."""
+    return [output["metadata"]["scrapbook"]["name"] for output in cell.get("outputs", [])
+            if "scrapbook" in output.get("metadata", {})]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_a_chapter_glues_the_dict_of_its_one_function(path):
+    """Issue 34: the values a chapter quotes come from one function, `grokutils.glued.<name>_values`
+    (the notebook's name without its number), glued in one `glue_all` cell near the end that the
+    book does not show (`remove-input`); no other cell glues."""
+    notebook = nbformat.read(path, as_version=4)
+    function = path.stem.split("_", 1)[1] + "_values"
+    calls = [index for index, cell in enumerate(notebook.cells)
+             if cell.cell_type == "code" and "glue" in cell.source and "quoted_values" not in cell.source
+             and not cell.source.startswith(("import", "from"))]
+    assert len(calls) == 1, f"{path.name}: cells {calls} glue; only the one glue_all cell may"
+    cell = notebook.cells[calls[0]]
+    assert cell.source.strip().startswith(f"glue_all(glued.{function}("), f"{path.name}: {cell.source[:60]!r}"
+    assert hasattr(glued, function), f"grokutils.glued has no {function}"
+    assert calls[0] == len(notebook.cells) - 2 and "remove-input" in cell.metadata.get("tags", [])
+    assert all(not _glued_names(other) for index, other in enumerate(notebook.cells) if index != calls[0])
+    assert _glued_names(cell), f"{path.name}: its glue_all cell has no committed glued values"
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_a_chapter_that_glues_lists_its_glued_values_for_jupyterlab(path):
     """Issue 32: jupyterlab-myst shows a glue role's name, not its value. A chapter that glues
-    imports `glue` from `grokutils.glue` (not myst_nb: the list below would miss those values),
-    says so in a cell after its title, and ends with `quoted_values()`; both cells are left out of
-    the book (`remove-cell`), and the last one's committed output names every glued value."""
+    imports `glue_all` from `grokutils.glue` (not myst_nb: the list below would miss those values),
+    says so in a cell after its title, and ends with `quoted_values()`; those cells and the heading
+    above the list are left out of the book (`remove-cell`), and the last one's committed output
+    names every glued value."""
     notebook = nbformat.read(path, as_version=4)
     code = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
-    if "glue(" not in code:
-        pytest.skip(f"{path.name} glues nothing")  # none today: every chapter glues
-    assert "from myst_nb import glue" not in code, f"{path.name}: import glue from grokutils.glue"
+    assert "from myst_nb import glue" not in code, f"{path.name}: import glue_all from grokutils.glue"
     note, last = notebook.cells[1], notebook.cells[-1]
     assert note.cell_type == "markdown" and "glued under" in note.source, f"{path.name}: no note after the title"
     assert last.cell_type == "code" and last.source.strip() == "quoted_values()", f"{path.name}: last cell"
-    for cell in (note, notebook.cells[-2], last):
+    for cell in (note, notebook.cells[-3], last):
         assert "remove-cell" in cell.metadata.get("tags", []), f"{path.name}: {cell.source[:40]!r} not remove-cell"
-    glued = set(re.findall(r"""glue\(\s*["']([\w-]+)["']""", code))
+    glued_names = {name for cell in notebook.cells for name in _glued_names(cell)}
     listed = "".join(output.get("data", {}).get("text/plain", "") for output in last.outputs)
-    assert glued and all(name in listed for name in glued), sorted(name for name in glued if name not in listed)
+    assert glued_names and all(f"`{name}`" in listed for name in glued_names), sorted(
+        name for name in glued_names if f"`{name}`" not in listed)
+
+
