@@ -153,17 +153,19 @@ def _accelerated_protocol():
     return runs.mlp_config(0.0, "accelerated")
 
 
-def protocol_name(config) -> str:
+def protocol_name(config, name_steps: bool = True) -> str:
     """What a run is, by its learning rate, steps and precision: 'paper scale' (the papers' three);
     at the papers' learning rate, "papers' protocol" (their steps) or 'reduced run' (fewer or
     more), with ' in float32' where the precision differs; 'accelerated protocol' at the
     accelerated profile's learning rate, precision and steps (`profiles/accelerated.yaml`, the one
     place they are set), with what differs where only its learning rate is kept ('accelerated
-    protocol in float64, 2e5 steps'); else 'custom run' (the protocol note lists what differs)."""
+    protocol in float64, 2e5 steps'; without the steps when `name_steps` is false, for a text that
+    lists them anyway); else 'custom run' (the protocol note lists what differs)."""
     accelerated = _accelerated_protocol()
     if config.lr == accelerated.lr:
         name = "accelerated protocol" + (f" in {config.dtype}" if config.dtype != accelerated.dtype else "")
-        return ", ".join([name] + ([SHORT_WORDS["steps"](config.steps)] if config.steps != accelerated.steps else []))
+        other_steps = name_steps and config.steps != accelerated.steps
+        return ", ".join([name] + ([SHORT_WORDS["steps"](config.steps)] if other_steps else []))
     if config.lr != PAPER_MLP["lr"]:
         return "custom run"
     same_steps, same_dtype = config.steps == PAPER_MLP["steps"], config.dtype == PAPER_MLP["dtype"]
@@ -194,4 +196,4 @@ def protocol_short(config) -> str:
         return "paper scale: the papers' settings"
     ours = ", ".join(SHORT_WORDS[name](getattr(config, name)) for name in changed)
     theirs = ", ".join(SHORT_WORDS[name](PAPER_MLP[name]) for name in changed)
-    return f"{protocol_name(config)}: {ours} (paper: {theirs})"
+    return f"{protocol_name(config, name_steps=False)}: {ours} (paper: {theirs})"

@@ -187,3 +187,11 @@ def test_a_shown_figure_records_its_smallest_text_in_the_png():
     assert shown_text_px(record["points"], record["dpi"], book_scale(fig)) == pytest.approx(9.0)
     assert image.width <= 1100  # cropped to the content, never wider than the figure
     plt.close(fig)
+
+
+def test_a_figure_stamp_names_the_steps_once():
+    from grokutils import paper
+    from grokutils.config import MLPConfig
+
+    stamp = paper.protocol_short(MLPConfig(lr=5e-3, steps=200_000, dtype="float32"))
+    assert stamp.startswith("accelerated protocol: ") and stamp.count("2e5 steps") == 1, stamp
