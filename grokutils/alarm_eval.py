@@ -19,8 +19,8 @@ Two leads per hit: t_collapse - fire (positive when the rule fired before the sm
 curve left its peak region) and t_half_fall - fire (how long before half of the fall was
 lost). `separation` asks whether a rule tells a run apart from its control: whether it fires
 earlier on every seed of the one than on any seed of the other. `RULES` lists the
-candidates; `evaluate` scores them on runs, `summary` counts per rule, and `recommendation`
-says what the counts support, if anything.
+candidates; `evaluate` scores them on runs, `summary` counts per rule, and `recommendation_values`
+says what the counts support, if anything (`recommendation` in words).
 
 `first_alarms` and `lead_times` read the monitor's own rule (`grokutils.tools.alarm_log`) off
 any tidy table with step, layer, alpha and traps columns: a monitor log, or a stored run's
@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from grokutils.phases import seed_phases, with_int_steps
+from grokutils.prose import fired, lead_range, say
 from grokutils.store import RunResult
 from grokutils.tools.alarm_log import ALPHA_THRESHOLD, alarm_reasons
 
@@ -150,12 +151,6 @@ def evaluate(runs: Mapping[str, RunResult], fits: Mapping[str, pd.DataFrame] | N
     return table.set_index(["rule", "run", "seed"])
 
 
-def _leads(hits: pd.Series) -> str:
-    """'+1,234 to +5,678' (or one value, or '-') for the leads of a rule's hits."""
-    values = sorted(int(v) for v in hits.dropna())
-    return "-" if not values else f"{values[0]:+,}" if len(values) == 1 else f"{values[0]:+,} to {values[-1]:+,}"
-
-
 def summary(evaluation: pd.DataFrame) -> pd.DataFrame:
     """Per rule: the collapsing seeds, hits, misses, false alarms and quiet seeds, and the range of the
     hits' leads over the start of the fall and over its half-way point."""
@@ -165,8 +160,8 @@ def summary(evaluation: pd.DataFrame) -> pd.DataFrame:
         hits = mine[mine.outcome == "hit"]
         rows.append({"rule": rule, "collapsing seeds": int(mine.collapsed.sum()),
                      **{outcome_name: int(counts.get(outcome_name, 0)) for outcome_name in OUTCOMES},
-                     "seeds": len(mine), "lead over the fall's start (steps)": _leads(hits.lead_steps),
-                     "lead over half the fall (steps)": _leads(hits.lead_half_steps)})
+                     "seeds": len(mine), "lead over the fall's start (steps)": lead_range(hits.lead_steps.tolist()),
+                     "lead over half the fall (steps)": lead_range(hits.lead_half_steps.tolist())})
     return pd.DataFrame(rows).set_index("rule")
 
 
@@ -179,36 +174,28 @@ def separation(evaluation: pd.DataFrame, run: str, control: str) -> pd.DataFrame
         fires = {label: mine.xs(label, level="run").fires for label in (run, control)}
         ours, theirs = fires[run], fires[control].dropna()
         apart = bool(ours.notna().all() and (theirs.empty or ours.max() < theirs.min()))
-        rows.append({"rule": rule, **{f"fires on {label}": _steps(values) for label, values in fires.items()},
+        rows.append({"rule": rule, **{f"fires on {label}": fired(values.tolist()) for label, values in fires.items()},
                      "separates": "yes" if apart else "no"})
     return pd.DataFrame(rows).set_index("rule")
 
 
-def _steps(fires: pd.Series) -> str:
-    """'1,000 to 5,000' over seeds, with 'never' for the seeds where the rule stayed silent."""
-    fired = sorted(int(v) for v in fires.dropna())
-    never = int(fires.isna().sum())
-    words = "" if not fired else f"{fired[0]:,}" if fired[0] == fired[-1] else f"{fired[0]:,} to {fired[-1]:,}"
-    return (words + (f"; never in {never}" if words else "never")) if never else words
+def recommendation_values(table: pd.DataFrame) -> dict:
+    """What the summary supports, as values: {supported, best, hits, collapsing, false_alarms, seeds,
+    all_collapse}. `supported` lists the rules that warn of every collapse in time without a false alarm;
+    `best` is the rule with the most hits less false alarms (the first such rule on a tie), with its
+    counts; `all_collapse` is True when every seed collapses, so no rule was tested for staying quiet."""
+    perfect = table[(table.hit == table["collapsing seeds"]) & (table["false alarm"] == 0)
+                    & (table["collapsing seeds"] > 0)]
+    best = (table.hit - table["false alarm"]).idxmax()
+    return {"supported": list(perfect.index), "best": best, "hits": int(table.loc[best, "hit"]),
+            "collapsing": int(table.loc[best, "collapsing seeds"]),
+            "false_alarms": int(table.loc[best, "false alarm"]), "seeds": int(table.loc[best, "seeds"]),
+            "all_collapse": not bool((table.seeds > table["collapsing seeds"]).any())}
 
 
 def recommendation(table: pd.DataFrame) -> str:
-    """What the summary supports: the rules that hit every collapse without a false alarm, or the plain
-    statement that none does, with the best trade-off named."""
-    perfect = table[(table.hit == table["collapsing seeds"]) & (table["false alarm"] == 0)
-                    & (table["collapsing seeds"] > 0)]
-    caveat = "" if (table.seeds > table["collapsing seeds"]).any() else (
-        " Every seed of these runs collapses, so they cannot show whether a rule would stay quiet on a run that "
-        "keeps its test accuracy.")
-    if len(perfect):
-        return ("Supported on these runs: " + "; ".join(f"'{name}'" for name in perfect.index)
-                + " (every collapsing seed warned in time, no false alarm)." + caveat)
-    score = table.hit - table["false alarm"]
-    best = score.idxmax()
-    return (f"No rule tested works on these runs: none warns of every collapse in time without a false alarm. "
-            f"The best trade-off, '{best}', has {table.loc[best, 'hit']} hits of "
-            f"{table.loc[best, 'collapsing seeds']} collapsing seeds and {table.loc[best, 'false alarm']} false "
-            f"alarms in {table.loc[best, 'seeds']} seeds." + caveat)
+    """`recommendation_values` in words (templates/alarm_eval.j2, `recommendation`)."""
+    return say("alarm_eval.recommendation", recommendation_values(table))
 
 
 def stored_runs(results_dir) -> dict[str, RunResult]:

@@ -7,6 +7,10 @@
     summarize(table, columns)   mean +- sd over seeds of a per-seed table
     shared_claims(wd0, wd001)   the numbers several chapters state, computed once (glued from here)
 
+A sentence that a chapter states has two parts: a `*_values` function here returns its values as a
+dict (counts, steps, flags), and a macro in `templates/claims.j2`, whose comment names that
+function, words them (`grokutils.prose.say`); `*_words` renders the two together.
+
 Every table has one row per seed; phases are found per seed by the one rule of
 `grokutils.phases` (smoothed curves; each fall is split where smoothed train accuracy first
 drops below 0.99 after the peak; a seed anti-groks, "collapses", when the part before that
@@ -22,7 +26,7 @@ import pandas as pd
 from grokutils import phases as phase_rule
 from grokutils.mlp import with_average_alpha, with_fc1_entropy
 from grokutils.phases import Phases
-from grokutils.prose import say
+from grokutils.prose import listed, say, steps
 from grokutils.store import RunResult
 
 ALPHA_LINE = 2.0  # HTSR: alpha < 2 marks a very heavy-tailed, over-correlated layer
@@ -150,24 +154,22 @@ def summarize(table: pd.DataFrame, by: str | None = None) -> pd.DataFrame:
         values = values.dropna()
         if values.empty:
             return "not reached"
-        steps = bool((values == values.round()).all() and values.abs().max() >= 1000)  # step counts: 12,345
-        spec, sd_spec = (",.0f", ",.0f") if steps else (".4g", ".2g")
+        step_counts = bool((values == values.round()).all() and values.abs().max() >= 1000)  # as 12,345
+        spec, sd_spec = (",.0f", ",.0f") if step_counts else (".4g", ".2g")
         return f"{values.mean():{spec}}" if len(values) < 2 else f"{values.mean():{spec}} ± {values.std():{sd_spec}}"
 
     grouped = numeric.groupby(level=by) if by else numeric.groupby(lambda _: "all seeds")
     return grouped.agg(mean_sd)
 
 
-def _steps_text(values) -> str:
-    """'38,430 to 47,884' (or one step, or 'never') for a set of steps."""
-    steps = sorted({int(v) for v in values if pd.notna(v)})
-    return "never" if not steps else f"{steps[0]:,}" if len(steps) == 1 else f"{steps[0]:,} to {steps[-1]:,}"
+def _numbers(values) -> list[float]:
+    """`values` as Python floats in their order (NaN for a missing one)."""
+    return pd.to_numeric(pd.Series(values), errors="coerce").astype(float).tolist()
 
 
-def _list_text(values, spec: str = "+,.0f") -> str:
-    """'a, b and c' for a few numbers ('none' for no number)."""
-    words = [f"{v:{spec}}" for v in values if pd.notna(v)]
-    return "none" if not words else words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+def _steps_of(values) -> list[int]:
+    """`values` as Python int steps in their order, missing ones left out."""
+    return [int(value) for value in pd.Series(values, dtype=object).dropna()]
 
 
 def _at_last_step(result: RunResult, layer: str, column: str = "alpha"):
@@ -177,98 +179,94 @@ def _at_last_step(result: RunResult, layer: str, column: str = "alpha"):
     return last.set_index("seed")[column].astype(float)
 
 
-def sensitivity_words(n_below: dict[str, int], n_seeds: int) -> str:
-    """Whether 'alpha < 2' survives the fixed-tail check, in words, from how many seeds end below 2
-    with WeightWatcher's fit ('alpha') and with the fixed tails ('alpha_top10', 'alpha_top25')."""
+def sensitivity_values(n_below: dict[str, int], n_seeds: int) -> dict:
+    """Whether 'alpha < 2' survives the fixed-tail check, from how many seeds end below 2 with
+    WeightWatcher's fit ('alpha') and with the fixed tails ('alpha_top10', 'alpha_top25'):
+    {line, below_in_most, held_tails, lost_tails}. `below_in_most` is True when most seeds end below
+    the line by WeightWatcher's fit; `held_tails` and `lost_tails` are the fixed tails (in percent of
+    the eigenvalues: 10, 25) with which most seeds do and do not end below it."""
     most = {name: count > n_seeds / 2 for name, count in n_below.items()}
     fixed = [name for name in ("alpha_top10", "alpha_top25") if name in most]
-    held = [name.replace("alpha_top", "top ") + "%" for name in fixed if most[name]]
-    lost = [name.replace("alpha_top", "top ") + "%" for name in fixed if not most[name]]
-    if most["alpha"]:
-        if not lost:
-            return "ends below 2 in most seeds, and still does with either fixed tail: it survives the check"
-        if not held:
-            return "ends below 2 in most seeds, but with neither fixed tail: it does not survive the check"
-        return (f"ends below 2 in most seeds, and still does with the {' and '.join(held)} tail but not with the "
-                f"{' and '.join(lost)} tail: it survives the check only in part")
-    if held:
-        return (f"does not end below 2 in most seeds by WeightWatcher's fit, but does with the {' and '.join(held)} "
-                "tail: the fit, not the spectrum, keeps it above 2")
-    return "does not end below 2 in most seeds, with any of the three fits"
+    return {"line": ALPHA_LINE, "below_in_most": most["alpha"],
+            "held_tails": [int(name.removeprefix("alpha_top")) for name in fixed if most[name]],
+            "lost_tails": [int(name.removeprefix("alpha_top")) for name in fixed if not most[name]]}
 
 
-def _seeds(count: int) -> str:
-    return f"{count} seed{'' if count == 1 else 's'}"
+def sensitivity_words(n_below: dict[str, int], n_seeds: int) -> str:
+    """`sensitivity_values` in words (templates/claims.j2, `sensitivity`)."""
+    return say("claims.sensitivity", sensitivity_values(n_below, n_seeds))
+
+
+def verdict_values(collapse: pd.DataFrame) -> dict:
+    """How many seeds anti-grok by the phase rule and by how much, and how many then lose their
+    training fit and fall further (from `collapse_table`; every value smoothed): {n_seeds, drop,
+    high_train, n_fitted, collapsed_falls, short_falls, n_slipped, lowest_train, further_falls}.
+    `collapsed_falls` are the held falls of the seeds that anti-grok, `short_falls` those of the seeds
+    that fit but fall less than `drop`; `further_falls` are the falls after the training fit slips, in
+    the `n_slipped` seeds where it does, down to `lowest_train` (None when no seed slips)."""
+    fitted = collapse[collapse.t_fit.notna()]
+    slipped = fitted[fitted.t_slip.notna()]
+    lowest = collapse.lowest_train.min()
+    return {"n_seeds": len(collapse), "drop": phase_rule.COLLAPSE_DROP, "high_train": HIGH_TRAIN_ACCURACY,
+            "n_fitted": len(fitted), "collapsed_falls": _numbers(collapse.held_fall[collapse.collapsed]),
+            "short_falls": _numbers(fitted.held_fall[~fitted.collapsed]), "n_slipped": len(slipped),
+            "lowest_train": None if pd.isna(lowest) else float(lowest),
+            "further_falls": _numbers(slipped.further_fall)}
 
 
 def verdict_words(collapse: pd.DataFrame) -> str:
-    """How many seeds anti-grok by the phase rule and by how much, and how many then lose their
-    training fit and fall further, in words (from `collapse_table`; every value smoothed)."""
-    n, drop, held = len(collapse), phase_rule.COLLAPSE_DROP, HIGH_TRAIN_ACCURACY
-    down, fitted = collapse[collapse.collapsed], collapse[collapse.t_fit.notna()]
-    words = [f"{len(down)} of {n} seeds anti-grok by the rule (a fall of at least {drop:g} with train accuracy held "
-             f"at {held:g})" + (f", by {_list_text(down.held_fall, '.3f')}" if len(down) else "")]
-    short = fitted[~fitted.collapsed]
-    if len(short):
-        words.append(f"{_seeds(len(short))} {'falls' if len(short) == 1 else 'fall'} less than {drop:g} with train "
-                     f"held ({_list_text(short.held_fall, '.3f')})")
-    slipped = fitted[fitted.t_slip.notna()]
-    if len(slipped):
-        one = len(slipped) == 1
-        words.append(f"{len(slipped)} of {n} then {'loses its' if one else 'lose their'} training fit (smoothed train "
-                     f"accuracy down to {slipped.lowest_train.min():.3f}) and {'falls' if one else 'fall'} "
-                     f"{_list_text(slipped.further_fall, '.3f')} more")
-    elif len(fitted):
-        words.append(f"train accuracy stays at or above {held:g} to the end in every seed that fits")
-    if len(fitted) < n:
-        words.append(f"{_seeds(n - len(fitted))} never {'fits' if n - len(fitted) == 1 else 'fit'} the training set")
-    return "; ".join(words)
+    """`verdict_values` in words (templates/claims.j2, `verdict`)."""
+    return say("claims.verdict", verdict_values(collapse))
+
+
+def timing_values(down: pd.DataFrame) -> dict:
+    """Where the fall starts and where half of the held fall is lost, over the seeds that anti-grok
+    (the rows of `collapse_table` that collapse): {n_collapsed, t_collapse, t_half_fall}, the steps by seed."""
+    return {"n_collapsed": len(down), "t_collapse": _steps_of(down.t_collapse),
+            "t_half_fall": _steps_of(down.t_half_fall)}
 
 
 def timing_words(down: pd.DataFrame) -> str:
-    """Where the fall starts and where half of the held fall is lost, over the seeds that anti-grok."""
-    if down.empty:
-        return "no seed anti-groks by the rule, so no start of a fall is dated"
-    return (f"in the {_seeds(len(down))} that anti-grok the fall starts (the smoothed curve leaves its peak region "
-            f"for the rest of the stretch with train held) at {_step_words(down.t_collapse)}, and half of the fall "
-            f"with train held is lost by {_step_words(down.t_half_fall)}")
+    """`timing_values` in words (templates/claims.j2, `timing`)."""
+    return say("claims.timing", timing_values(down))
 
 
-def _step_words(values) -> str:
-    """'step 1,000' or 'steps 1,000 to 2,000'."""
-    text = _steps_text(values)
-    return f"{'steps' if ' to ' in text else 'step'} {text}"
+def weight_decay_values(wd0: pd.DataFrame, wd001: pd.DataFrame) -> dict:
+    """What weight decay 0.01 does to the held fall, the whole fall and the training fit, from the two
+    runs' `collapse_table`s: {held_fall, fall, high_train, n_held, n_seeds}. `held_fall` and `fall` give
+    each run's mean ('wd0', 'wd001') and whether it is `smaller` with weight decay; `n_held` counts the
+    seeds whose smoothed train accuracy stays at or above `high_train` to the end, `n_seeds` all seeds."""
+    def compared(column):
+        means = {key: float(table[column].mean()) for key, table in (("wd0", wd0), ("wd001", wd001))}
+        return {**means, "smaller": means["wd001"] < means["wd0"]}
+
+    return {"held_fall": compared("held_fall"), "fall": compared("fall"), "high_train": HIGH_TRAIN_ACCURACY,
+            "n_held": {"wd0": int(wd0.train_held.sum()), "wd001": int(wd001.train_held.sum())},
+            "n_seeds": {"wd0": len(wd0), "wd001": len(wd001)}}
 
 
 def weight_decay_words(wd0: pd.DataFrame, wd001: pd.DataFrame) -> str:
-    """What weight decay 0.01 does to the held fall, the whole fall and the training fit, from the two
-    runs' `collapse_table`s."""
-    held = {key: float(table.held_fall.mean()) for key, table in (("wd0", wd0), ("wd001", wd001))}
-    whole = {key: float(table.fall.mean()) for key, table in (("wd0", wd0), ("wd001", wd001))}
+    """`weight_decay_values` in words (templates/claims.j2, `weight_decay`)."""
+    return say("claims.weight_decay", weight_decay_values(wd0, wd001))
 
-    def compared(values, noun):
-        word = "smaller" if values["wd001"] < values["wd0"] else "no smaller"
-        return f"makes the mean {noun} {word} ({values['wd001']:.3f} against {values['wd0']:.3f} without it)"
 
-    return (f"weight decay {compared(held, 'fall with train held')} and {compared(whole, 'whole fall')}, and "
-            f"smoothed train accuracy stays at or above {HIGH_TRAIN_ACCURACY:g} to the end in "
-            f"{int(wd001.train_held.sum())} of {len(wd001)} seeds with it against {int(wd0.train_held.sum())} of "
-            f"{len(wd0)} without")
+def _collapsed_leads(fc1: pd.DataFrame, collapse: pd.DataFrame) -> pd.Series:
+    """FC1's lead of its alpha crossing over the start of the fall, in the seeds that anti-grok."""
+    return fc1.lead_steps[collapse.collapsed.reindex(fc1.index).fillna(False).astype(bool)]
+
+
+def crossing_values(fc1: pd.DataFrame, collapse: pd.DataFrame) -> dict:
+    """When FC1 alpha settles below 2, against the start of the fall where the seed collapsed, from
+    FC1's rows of `alpha_crossing_table` and the `collapse_table`: {line, n_seeds, t_below, leads}, the
+    steps from which alpha stays below `line` in the seeds where it does, and the leads over the start
+    of the fall in the seeds that also anti-grok (positive: alpha crossed first), both by seed."""
+    return {"line": ALPHA_LINE, "n_seeds": len(fc1), "t_below": _steps_of(fc1.t_below_2),
+            "leads": _steps_of(_collapsed_leads(fc1, collapse))}
 
 
 def crossing_words(fc1: pd.DataFrame, collapse: pd.DataFrame) -> str:
-    """When FC1 alpha settles below 2, against the start of the fall where the seed collapsed."""
-    below = fc1.t_below_2.dropna()
-    if below.empty:
-        return f"never settles below {ALPHA_LINE:g} for good"
-    collapsed = collapse.collapsed.reindex(fc1.index).fillna(False).astype(bool)
-    leads = fc1.lead_steps[collapsed].dropna()
-    words = (f"settles below {ALPHA_LINE:g} in {len(below)} of {len(fc1)} seeds, at steps {_list_text(below, ',.0f')} "
-             "(by seed)")
-    if leads.empty:
-        return words + ", with no counted collapse to lead"
-    return words + (f", with leads of {_list_text(leads)} steps over the start of the fall of the seeds that "
-                    "anti-grok (negative: after it)")
+    """`crossing_values` in words (templates/claims.j2, `crossing`)."""
+    return say("claims.crossing", crossing_values(fc1, collapse))
 
 
 def _traps_by_peak(result: RunResult, layer: str) -> float:
@@ -296,29 +294,29 @@ def _run_claims(result: RunResult, key: str, collapse: pd.DataFrame) -> dict[str
     onset = trap_onset_table(result)
     down = collapse[collapse.collapsed]
     fc1 = crossing.xs("fc1", level="layer")
-    leads = fc1.lead_steps[collapse.collapsed.reindex(fc1.index).fillna(False).astype(bool)]
     fitted = fits.fixed_tail_alpha(result)
     last = fitted[fitted.step == fitted.step.max()]
     peaks = {seed: p.t_peak for seed, p in seed_phases(result).items()}
     at_peak = fitted[(fitted.layer == "fc1") & (fitted.step == fitted.seed.map(peaks))]
+    verdict = verdict_values(collapse)
     out = {"n_seeds": str(len(collapse)), "n_collapsed": str(int(collapse.collapsed.sum())),
            "fall": paper.mean_sd(collapse.fall, ".3f"), "held_fall": paper.mean_sd(collapse.held_fall, ".3f"),
            "further_fall": paper.mean_sd(collapse.further_fall, ".3f"),
            "n_slipped": str(int(collapse.t_slip.notna().sum())),
-           "t_collapse": _steps_text(down.t_collapse), "t_half_fall": _steps_text(down.t_half_fall),
+           "t_collapse": steps(down.t_collapse.tolist()), "t_half_fall": steps(down.t_half_fall.tolist()),
            "peak_test": paper.mean_sd(collapse.peak_test_accuracy, ".3f"),
            "held_test": paper.mean_sd(collapse.held_test_accuracy, ".3f"),
            "final_test": paper.mean_sd(collapse.final_test_accuracy, ".3f"),
            "final_train": paper.mean_sd(smoothed_end(result, "train_accuracy"), ".3f"),
-           "lead_fc1": _list_text(leads), "n_fc1_below_2": str(int(fc1.t_below_2.notna().sum())),
+           "lead_fc1": listed(_collapsed_leads(fc1, collapse).tolist(), "+,.0f"),
+           "n_fc1_below_2": str(int(fc1.t_below_2.notna().sum())),
            "alpha_peak_fc1": paper.mean_sd(fc1["alpha_grokking"], ".2f"),
            "traps_before_fc1": f"{onset.xs('fc1', level='layer').max_traps_before_collapse.max():g}",
            "traps_by_peak_fc1": f"{_traps_by_peak(result, 'fc1'):g}",
-           "lowest_train": "not below the bar" if collapse.lowest_train.isna().all() else
-           f"{collapse.lowest_train.min():.3f}",
-           "verdict_words": verdict_words(collapse), "fc1_crossing_words": crossing_words(fc1, collapse),
+           "lowest_train": say("claims.lowest_train", verdict), "verdict_words": say("claims.verdict", verdict),
+           "fc1_crossing_words": crossing_words(fc1, collapse),
            "timing_words": timing_words(down),
-           "first_trap_fc1": _steps_text(onset.xs("fc1", level="layer").first_step_with_trap),
+           "first_trap_fc1": steps(onset.xs("fc1", level="layer").first_step_with_trap.tolist()),
            "traps_end_fc1": paper.mean_sd(_at_last_step(result, "fc1", "traps"), ".1f"),
            "traps_end_fc2": paper.mean_sd(_at_last_step(result, "fc2", "traps"), ".1f")}
     for layer in ("fc1", "fc2", "average"):
@@ -327,11 +325,7 @@ def _run_claims(result: RunResult, key: str, collapse: pd.DataFrame) -> dict[str
     out["fc1_n_wide_peak"] = str(int(at_peak.wide_tail.sum()))
     for column in ("alpha_top10", "alpha_top25"):
         out[f"fc1_{column}_peak"] = paper.mean_sd(at_peak[column], ".2f")
-    below = {column: bool(at_peak[column].mean() < ALPHA_LINE) for column in ("alpha", "alpha_top10", "alpha_top25")}
-    out["fc1_peak_words"] = (
-        "WeightWatcher's FC1 alpha is not below 2 at the peak" if not below["alpha"] else
-        "an FC1 alpha below 2 at the peak holds with fixed tails too" if below["alpha_top10"] and below["alpha_top25"]
-        else "an FC1 alpha below 2 at the peak is a property of the wide fit, not of the tail")
+    out["fc1_peak_words"] = say("claims.fc1_peak", fc1_peak_values(at_peak))
     for layer in ("fc1", "fc2"):
         mine = last[last.layer == layer]
         out[f"{layer}_tail_end"] = paper.mean_sd(mine.tail_size, ".2f")
@@ -345,67 +339,80 @@ def _run_claims(result: RunResult, key: str, collapse: pd.DataFrame) -> dict[str
     return {f"{key}_{name}": text for name, text in out.items()}
 
 
-def _other(key: str) -> str:
-    return "wd001" if key == "wd0" else "wd0"
-
-
-def _comparison_words(wd0: RunResult, wd001: RunResult, falls: dict[str, float]) -> dict[str, str]:
-    """Sentences comparing the control with the WD = 0 run: which falls further (mean smoothed fall), and
-    whether that run has the lower fixed-tail alphas at the end, the lower FC1 alpha at its peak and the
-    more FC1 traps by its peak, as the papers' reading of the signals expects. `falls`: the mean
-    held fall (the anti-grokking depth) of each run ('wd0', 'wd001'), from its `collapse_table`."""
+def _control_measures(wd0: RunResult, wd001: RunResult) -> dict[str, dict]:
+    """The signals `control_values` compares, per run ('wd0', 'wd001'): the mean fixed-tail (top 25%)
+    alpha of FC1 and FC2 at the last step ('end_alpha', by layer), the mean FC1 alpha at the test peak
+    ('peak_alpha') and the most FC1 traps by the peak ('peak_traps')."""
     from grokutils import fits
 
-    def end_mean(result, layer):
+    def end_alpha(result, layer):
         fitted = fits.fixed_tail_alpha(result, layers=(layer,))
         return float(fitted[fitted.step == fitted.step.max()].alpha_top25.mean())
 
+    runs = {"wd0": wd0, "wd001": wd001}
+    return {"end_alpha": {key: {layer: end_alpha(result, layer) for layer in ("fc1", "fc2")}
+                          for key, result in runs.items()},
+            "peak_alpha": {key: float(alpha_crossing_table(result).xs("fc1", level="layer")["alpha_grokking"].mean())
+                           for key, result in runs.items()},
+            "peak_traps": {key: _traps_by_peak(result, "fc1") for key, result in runs.items()}}
+
+
+def control_values(falls: dict[str, float], end_alpha: dict[str, dict[str, float]], peak_alpha: dict[str, float],
+                   peak_traps: dict[str, float]) -> dict:
+    """The control against the WD = 0 run: which falls further, and whether that run has the lower
+    fixed-tail alphas at the end, the lower FC1 alpha at its peak and the more FC1 traps by its peak,
+    as the papers' reading of the signals expects. Every argument is by run ('wd0', 'wd001'): `falls`
+    the mean held fall (from `collapse_table`), the others as `_control_measures` returns them.
+
+    Returns {deeper, deeper_fall, other_fall, heavier, deeper_heavier_in_both, lower_peak_alpha,
+    more_peak_traps}: `deeper` is the run that falls further ('wd0' on a tie); `heavier` lists by run
+    the layers ('FC1', 'FC2') that end with the lower fixed-tail alpha (a tie counts for 'wd0'); the
+    flags say whether the deeper run has the heavier tail in both layers, the lower alpha at its peak
+    and the more traps by its peak."""
     deeper = "wd0" if falls["wd0"] >= falls["wd001"] else "wd001"
-    names = {"wd0": "the run without weight decay", "wd001": "the control"}
-    deeper_name = (f"{names[deeper]}, which falls further with train held ({falls[deeper]:.3f} against "
-                   f"{falls[_other(deeper)]:.3f})")
-    lower = {layer for layer in ("fc1", "fc2") if end_mean(wd001, layer) < end_mean(wd0, layer)}
-    heavier = {"wd001": lower, "wd0": {"fc1", "fc2"} - lower}
-    layers_of = {key: " and ".join(sorted(layer.upper() for layer in value)) for key, value in heavier.items()}
-    tails = ("with a fixed tail, " + " and ".join(
-        f"{names[key]}'s {layers_of[key]} end{'s' if len(heavier[key]) == 1 else ''} with the lower alpha"
-        for key in ("wd0", "wd001") if heavier[key]) + " (the heavier tail)")
-    further = f"falls further with train held ({falls[deeper]:.3f} against {falls[_other(deeper)]:.3f})"
-    tails += (f", and that run {further}, as the papers' reading expects" if heavier[deeper] == {"fc1", "fc2"} else
-              f", while {names[deeper]} {further}")
-    peak = {key: float(alpha_crossing_table(result).xs("fc1", level="layer")["alpha_grokking"].mean())
-            for key, result in (("wd0", wd0), ("wd001", wd001))}
-    traps = {key: _traps_by_peak(result, "fc1") for key, result in (("wd0", wd0), ("wd001", wd001))}
-    lower_peak = peak[deeper] < peak[_other(deeper)]
-    more_traps = traps[deeper] > traps[_other(deeper)]
-    signals = (f"{deeper_name}, has the lower FC1 alpha at its peak and the more FC1 traps by its peak, as the "
-               "papers' reading expects" if lower_peak and more_traps else
-               f"{deeper_name}, has neither the lower FC1 alpha at its peak nor the more FC1 traps by its peak, so "
-               "these signals do not single out the deeper fall" if not lower_peak and not more_traps else
-               f"of the two signals at the peak, only {'FC1 alpha' if lower_peak else 'the FC1 trap count'} points at "
-               f"{deeper_name}")
-    return {"control_tail_words": tails, "control_signal_words": signals}
+    other = "wd001" if deeper == "wd0" else "wd0"
+    lower = {layer for layer in ("fc1", "fc2") if end_alpha["wd001"][layer] < end_alpha["wd0"][layer]}
+    heavier = {"wd0": sorted(layer.upper() for layer in {"fc1", "fc2"} - lower),
+               "wd001": sorted(layer.upper() for layer in lower)}
+    return {"deeper": deeper, "deeper_fall": falls[deeper], "other_fall": falls[other], "heavier": heavier,
+            "deeper_heavier_in_both": len(heavier[deeper]) == 2,
+            "lower_peak_alpha": peak_alpha[deeper] < peak_alpha[other],
+            "more_peak_traps": peak_traps[deeper] > peak_traps[other]}
 
 
-def _step_words_text(text: str) -> str:
-    """'step 1,000', 'steps 1,000 to 2,000', or the text as it is ('never', '...; never in 1')."""
-    if text.startswith("never"):
-        return "no step (never)"
-    return f"{'steps' if ' to ' in text.split(';')[0] else 'step'} {text}"
+def fc1_peak_values(at_peak: pd.DataFrame) -> dict:
+    """Whether FC1's mean alpha at the test peak is below 2 by each fit, from the rows of
+    `fits.fixed_tail_alpha` at each seed's peak: {line, below}, `below` by fit ('alpha',
+    'alpha_top10', 'alpha_top25')."""
+    return {"line": ALPHA_LINE,
+            "below": {column: bool(at_peak[column].mean() < ALPHA_LINE)
+                      for column in ("alpha", "alpha_top10", "alpha_top25")}}
 
 
-def separation_words(separation: pd.DataFrame, best: str) -> str:
-    """Whether any rule tells the run without weight decay from the control (`alarm_eval.separation`),
-    with the firing steps of the rule `best` on both, in words."""
-    apart = list(separation.index[separation.separates == "yes"])
-    row = separation.loc[best]
-    firing = (f"'{best}' fires at {_step_words_text(row['fires on WD = 0'])} without weight decay and at "
-              f"{_step_words_text(row['fires on WD = 0.01'])} with it")
-    if not apart:
-        return ("no rule tested fires on every seed of the run without weight decay before any seed of the control: "
-                + firing)
-    return (f"{len(apart)} of {len(separation)} rules fire on every seed of the run without weight decay before any "
-            f"seed of the control ({'; '.join(repr(name) for name in apart)}); {firing}")
+def separation_values(evaluation: pd.DataFrame, best: str, run: str = "WD = 0", control: str = "WD = 0.01") -> dict:
+    """Whether any alarm rule tells `run` (the run without weight decay) from `control`, from
+    `alarm_eval.evaluate` (by `alarm_eval.separation`), with the firing steps of the rule `best` on both:
+    {n_rules, apart, best, fires_run, fires_control}. `apart` lists the rules that separate the runs;
+    the firing steps are by seed, None where the rule never fired."""
+    from grokutils import alarm_eval
+
+    separation = alarm_eval.separation(evaluation, run, control)
+    fires = evaluation.xs(best, level="rule").fires
+    return {"n_rules": len(separation), "apart": list(separation.index[separation.separates == "yes"]),
+            "best": best, **{key: [None if pd.isna(step) else int(step) for step in fires.xs(label, level="run")]
+                             for key, label in (("fires_run", run), ("fires_control", control))}}
+
+
+def separation_words(evaluation: pd.DataFrame, best: str, run: str = "WD = 0", control: str = "WD = 0.01") -> str:
+    """`separation_values` in words (templates/claims.j2, `separation`)."""
+    return say("claims.separation", separation_values(evaluation, best, run, control))
+
+
+def alarm_lead_values(evaluation: pd.DataFrame, best: str) -> dict:
+    """How many of the rule `best`'s hits came before the fall began, from `alarm_eval.evaluate`:
+    {n_hits, n_early}."""
+    hits = evaluation.xs(best, level="rule").query("outcome == 'hit'")
+    return {"n_hits": len(hits), "n_early": int((hits.lead_steps > 0).sum())}
 
 
 def shared_claims(wd0: RunResult, wd001: RunResult) -> pd.Series:
@@ -415,27 +422,28 @@ def shared_claims(wd0: RunResult, wd001: RunResult) -> pd.Series:
 
     collapse = {"wd0": collapse_table(wd0), "wd001": collapse_table(wd001)}  # computed once, read thrice
     shared = {**_run_claims(wd0, "wd0", collapse["wd0"]), **_run_claims(wd001, "wd001", collapse["wd001"])}
-    shared.update(_comparison_words(wd0, wd001, {key: float(table.held_fall.mean())
-                                                 for key, table in collapse.items()}))
+    control = control_values({key: float(table.held_fall.mean()) for key, table in collapse.items()},
+                             **_control_measures(wd0, wd001))
+    shared["control_tail_words"] = say("claims.control_tails", control)
+    shared["control_signal_words"] = say("claims.control_signals", control)
     shared["wd_effect_words"] = weight_decay_words(collapse["wd0"], collapse["wd001"])
     runs = {"WD = 0": wd0, "WD = 0.01": wd001}
     evaluation = alarm_eval.evaluate(runs, {label: fits.fixed_tail_alpha(run) for label, run in runs.items()})
     table = alarm_eval.summary(evaluation)
     monitor = table.iloc[0]
-    best = (table.hit - table["false alarm"]).idxmax()
-    shared.update({"alarm_recommendation": alarm_eval.recommendation(table), "alarm_best_rule": best,
-                   "alarm_best_hits": str(table.loc[best, "hit"]),
-                   "alarm_best_false": str(table.loc[best, "false alarm"]),
-                   "alarm_collapsing_seeds": str(table.loc[best, "collapsing seeds"]),
-                   "alarm_seeds": str(table.loc[best, "seeds"]),
+    recommendation = alarm_eval.recommendation_values(table)
+    best = recommendation["best"]
+    shared.update({"alarm_recommendation": say("alarm_eval.recommendation", recommendation), "alarm_best_rule": best,
+                   "alarm_best_hits": str(recommendation["hits"]),
+                   "alarm_best_false": str(recommendation["false_alarms"]),
+                   "alarm_collapsing_seeds": str(recommendation["collapsing"]),
+                   "alarm_seeds": str(recommendation["seeds"]),
                    "alarm_best_leads": table.loc[best, "lead over the fall's start (steps)"],
                    "alarm_best_half_leads": table.loc[best, "lead over half the fall (steps)"],
                    "alarm_monitor_hits": str(monitor.hit), "alarm_monitor_false": str(monitor["false alarm"]),
                    "phase_rule": phase_rule.rule_text()})
-    hits = evaluation.xs(best, level="rule").query("outcome == 'hit'")
-    shared["alarm_lead_words"] = (f"{int((hits.lead_steps > 0).sum())} of its {len(hits)} hits came before the fall "
-                                  "began" if len(hits) else "it has no hit to time")
-    shared["alarm_separation_words"] = separation_words(alarm_eval.separation(evaluation, "WD = 0", "WD = 0.01"), best)
+    shared["alarm_lead_words"] = say("claims.alarm_lead", alarm_lead_values(evaluation, best))
+    shared["alarm_separation_words"] = separation_words(evaluation, best)
     for layer in ("fc1", "fc2", "average"):
         shared[f"paper_alpha_end_{layer}"] = paper.format_value(*paper.TABLE1_ALPHA[layer]["anti-grokking"])
     for layer in ("fc1", "fc2"):

@@ -14,6 +14,9 @@ Inside a template, these filters format values:
 - `listed(spec)`: "a, b and c" ("none" for an empty list), each item with `spec`;
 - `steps`: a set of steps as "38,430", "38,430 to 47,884" or "never";
 - `step_words`: the same with its noun, "step 38,430" or "steps 38,430 to 47,884";
+- `fired`: a rule's firing steps over seeds, "1,000 to 5,000; never in 1" (None: a seed where it
+  stayed silent); `fired_words` the same with its noun, or "no step (never)";
+- `lead_range`: signed leads in steps, "+1,234 to +5,678" (or "-" for none);
 - `count(noun)`: "1 seed", "3 seeds".
 
 Whitespace in a rendered sentence is collapsed to single spaces, so a template may break its text
@@ -21,7 +24,6 @@ over lines freely. An undefined value is an error, not a blank.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import jinja2
@@ -30,7 +32,13 @@ TEMPLATES_DIR = Path(__file__).with_name("templates")
 
 
 def _is_value(value) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
+    """False for a missing value: None, NaN, or pandas' NA (whose truth value raises a TypeError)."""
+    if value is None:
+        return False
+    try:
+        return not bool(value != value)  # NaN is the one value unequal to itself
+    except TypeError:
+        return False
 
 
 def fmt(value, spec: str = "") -> str:
@@ -68,6 +76,32 @@ def step_words(values) -> str:
     return f"{'step' if len(found) == 1 else 'steps'} {steps(found)}"
 
 
+def fired(values) -> str:
+    """'1,000 to 5,000' over seeds for a rule's firing steps, with '; never in 2' for the seeds where it
+    never fired (None or NaN); 'never' when it fired in none ('' for no seed at all)."""
+    found, never = step_set(values), sum(not _is_value(value) for value in values)
+    if not found:
+        return "never" if never else ""
+    return steps(found) + (f"; never in {never}" if never else "")
+
+
+def fired_words(values) -> str:
+    """`fired` with its noun: 'step 1,000', 'steps 1,000 to 5,000; never in 1', or 'no step (never)'."""
+    found, never = step_set(values), sum(not _is_value(value) for value in values)
+    if not found:
+        return "no step (never)"
+    return step_words(found) + (f"; never in {never}" if never else "")
+
+
+def lead_range(values) -> str:
+    """'+1,234 to +5,678' from the least to the most of some signed step counts (a single value alone,
+    '-' for none); equal values still give a range, '+5 to +5'."""
+    found = sorted(int(value) for value in values if _is_value(value))
+    if not found:
+        return "-"
+    return f"{found[0]:+,}" if len(found) == 1 else f"{found[0]:+,} to {found[-1]:+,}"
+
+
 def count(number: int, noun: str, plural: str | None = None) -> str:
     """'1 seed', '3 seeds' (`plural` for a noun that does not take an s)."""
     return f"{number} {noun if number == 1 else plural or noun + 's'}"
@@ -75,7 +109,8 @@ def count(number: int, noun: str, plural: str | None = None) -> str:
 
 _ENVIRONMENT = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR), undefined=jinja2.StrictUndefined,
                                   autoescape=False, keep_trailing_newline=False)
-_ENVIRONMENT.filters.update(fmt=fmt, listed=listed, steps=steps, step_words=step_words, count=count)
+_ENVIRONMENT.filters.update(fmt=fmt, listed=listed, steps=steps, step_words=step_words, fired=fired,
+                            fired_words=fired_words, lead_range=lead_range, count=count)
 
 
 def macros(module: str) -> dict[str, object]:

@@ -9,6 +9,7 @@ import pytest
 
 from grokutils import alarm_eval
 from grokutils.config import MLPConfig
+from grokutils.prose import lead_range
 from grokutils.store import RunResult
 
 STEPS = np.unique(np.r_[0, np.round(np.logspace(0, 5, 60)).astype(int)])
@@ -71,10 +72,15 @@ def test_summary_and_recommendation():
     assert (row["collapsing seeds"], row.hit, row["false alarm"], row.quiet) == (2, 2, 0, 1)
     hits = evaluation[evaluation.outcome == "hit"].xs("FC1 or FC2 alpha < 2", level="rule")
     assert (hits.lead_half_steps > hits.lead_steps).all()  # half the fall comes after its start
-    assert row["lead over the fall's start (steps)"] == alarm_eval._leads(hits.lead_steps)
-    assert "Supported on these runs" in alarm_eval.recommendation(table)
+    assert row["lead over the fall's start (steps)"] == lead_range(hits.lead_steps.tolist())
+    supported = alarm_eval.recommendation_values(table)
+    assert "FC1 or FC2 alpha < 2" in supported["supported"] and not supported["all_collapse"]
+    assert alarm_eval.recommendation(table)  # renders
     table.loc[:, "false alarm"] = 1
-    assert alarm_eval.recommendation(table).startswith("No rule tested works on these runs")
+    none = alarm_eval.recommendation_values(table)
+    assert none["supported"] == [] and (none["hits"], none["collapsing"], none["false_alarms"]) == (2, 2, 1)
+    assert none["best"] == (table.hit - table["false alarm"]).idxmax() and none["seeds"] == 3
+    assert f"'{none['best']}'" in alarm_eval.recommendation(table)
 
 
 def test_detector_figure_draws_one_panel_per_rule():
@@ -103,7 +109,8 @@ def test_separation_needs_every_seed_of_the_run_to_fire_before_any_seed_of_the_c
 
 def test_a_recommendation_from_runs_that_all_collapse_says_false_alarms_are_untested():
     table = alarm_eval.summary(alarm_eval.evaluate({"a": _run((True, 3.9), (True, 3.9))}))
-    assert alarm_eval.recommendation(table).endswith("cannot show whether a rule would stay quiet on a run that "
-                                                     "keeps its test accuracy.")
+    assert alarm_eval.recommendation_values(table)["all_collapse"]
     mixed = alarm_eval.summary(alarm_eval.evaluate({"a": _run((True, 3.9), (False, None))}))
-    assert "cannot show" not in alarm_eval.recommendation(mixed)
+    assert not alarm_eval.recommendation_values(mixed)["all_collapse"]
+    for case in (table, table.assign(**{"false alarm": 1})):
+        assert alarm_eval.recommendation(case) != alarm_eval.recommendation(case.assign(seeds=case.seeds + 1))

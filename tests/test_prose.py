@@ -21,6 +21,31 @@ def test_steps_give_a_range_one_step_or_never():
     assert prose.step_words([]) == "never"
 
 
+def test_fired_counts_the_seeds_where_a_rule_never_fired():
+    assert prose.fired([20806, 1000, None]) == "1,000 to 20,806; never in 1"
+    assert prose.fired([500, 500]) == "500"
+    assert prose.fired([None, math.nan]) == "never"
+    assert prose.fired([]) == ""
+    assert prose.fired_words([20806, None, None]) == "step 20,806; never in 2"
+    assert prose.fired_words([1000, 2000]) == "steps 1,000 to 2,000"
+    assert prose.fired_words([None]) == "no step (never)"
+
+
+def test_lead_range_is_signed_and_keeps_equal_values_as_a_range():
+    assert prose.lead_range([60307, 5888, -12]) == "-12 to +60,307"
+    assert prose.lead_range([5, 5]) == "+5 to +5"
+    assert prose.lead_range([0]) == "+0"
+    assert prose.lead_range([None]) == "-"
+
+
+def test_pandas_missing_values_are_left_out():
+    import pandas as pd
+
+    values = pd.Series([1000, None, 3000], dtype="Int64").tolist()  # holds pd.NA
+    assert prose.steps(values) == "1,000 to 3,000" and prose.listed(values, ",d") == "1,000 and 3,000"
+    assert prose.fired(values) == "1,000 to 3,000; never in 1"
+
+
 def test_count_agrees_with_its_number():
     assert prose.count(1, "seed") == "1 seed"
     assert prose.count(3, "seed") == "3 seeds"
