@@ -26,3 +26,119 @@ def data_values(mnist, modadd) -> dict[str, object]:
 
 # ---- the LLM, alarm, accelerated-protocol and scorecard chapters ---------------------------------
 # (functions llm_weights_values, alarm_values, accelerated_protocol_values, scorecard_values go here)
+
+def accelerated_protocol_values(curves, table, precision, protocol, arm, falls, main, short_runs,
+                                apart) -> dict[str, object]:
+    """The accelerated-protocol chapter, section by section: the learning-rate sweep (its `curves`,
+    point `table` and `precision` table, at the chosen `protocol`), the three-seed float64 `arm` with
+    its per-seed `falls` (`compare.fall_table`, a: float32, b: float64), the protocol's `main` runs,
+    their two lengths (`short_runs`; `apart` from `compare.first_divergence`) and the papers' clock."""
+    return {**_sweep_values(curves, table, protocol), **_sweep_precision_values(precision),
+            **_float64_arm_values(arm, falls), **_main_run_values(main, curves, protocol.lr),
+            **_length_values(short_runs, main, apart), **_clock_values(main)}
+
+
+def _sweep_values(curves, table, protocol) -> dict[str, object]:
+    """The sweep's point at the chosen protocol, at the papers' (smallest) and at the largest learning
+    rate, the steps at which float32 points fit, and which points reach all three phases."""
+    from grokutils import compare, prose
+
+    chosen = table.xs((protocol.lr, protocol.dtype), level=["lr", "dtype"]).iloc[0]
+    float32_lrs = table.xs("float32", level="dtype").index.get_level_values("lr")
+    smallest, largest = float32_lrs.min(), float32_lrs.max()  # the papers' 5e-4 is the smallest
+    paper_lr = table.xs((smallest, "float32"), level=["lr", "dtype"]).iloc[0]
+    largest_row = table.xs((largest, "float32"), level=["lr", "dtype"]).iloc[0]
+    fits = table.xs("float32", level="dtype")["t_fit"].dropna()
+    return {"chosen_lr_text": f"{protocol.lr:g}", "chosen_peak": f"{chosen['peak test accuracy']:.3f}",
+            "chosen_peak_step": f"{chosen['step of peak']:,}", "chosen_fit_step": f"{chosen['t_fit']:,}",
+            "paper_lr_final": f"{paper_lr['final test accuracy']:.3f}", "largest_lr": f"{largest:g}",
+            "largest_lr_peak": f"{largest_row['peak test accuracy']:.3f}",
+            "largest_lr_train": f"{largest_row['final train accuracy']:.3f}",
+            "fit_range": f"{int(fits.min()):,} to {int(fits.max()):,}",
+            "largest_lr_min_train": f"{curves[curves.lr == largest].train_accuracy.iloc[-1]:.3f}",
+            "three_phase_words": prose.say("compare.three_phase", compare.three_phase_values(table))}
+
+
+def _sweep_precision_values(precision) -> dict[str, object]:
+    """float32 - float64 at the chosen learning rate (`sweep.precision_table`): peak, final test
+    accuracy and the step of the fit."""
+    import pandas as pd
+
+    difference = precision["float32 - float64"]
+    fit = difference["t_fit"]
+    return {"f32_peak_difference": f"{difference['peak test accuracy']:+.3f}",
+            "f32_final_difference": f"{difference['final test accuracy']:+.3f}",
+            "f32_fit_difference": "not reached" if pd.isna(fit) else f"{int(fit):+,}"}
+
+
+def _float64_arm_values(arm, falls) -> dict[str, object]:
+    """The float64 arm against float32, seed by seed: test accuracy at the last shared step, the falls
+    and their difference with its interval (`compare.precision_values`), and each precision's verdict."""
+    from grokutils import claims, compare, prose
+    from grokutils.paper import mean_sd
+
+    collapse = {name: claims.collapse_table(run) for name, run in arm.items()}
+    reading = compare.precision_values(falls, int(collapse["float32"].train_held.sum()))
+    return {"f64_last_step": f"{int(falls.step.iloc[0]):,}",
+            "f64_test_difference": mean_sd(falls["test difference"], "+.3f", ".3f"),
+            "f32_short_fall": mean_sd(falls["fall a"], ".3f"), "f64_fall": mean_sd(falls["fall b"], ".3f"),
+            "f64_fall_difference": mean_sd(falls["fall difference"], "+.3f", ".3f"),
+            "f64_share": f"{falls['fall difference'].mean() / falls['fall a'].mean():.0%}",
+            "f64_reading": prose.say("compare.precision", reading),
+            **{f"{name}_arm_verdict": claims.verdict_words(table) for name, table in collapse.items()}}
+
+
+def _main_run_values(main, curves, chosen_lr: float) -> dict[str, object]:
+    """The protocol's main runs: steps, checkpoints, training minutes, the WD = 0 run's falls, and its
+    seed-to-seed spread of test accuracy where the sweep's points at the chosen learning rate end."""
+    from grokutils import claims
+    from grokutils.paper import mean_sd
+
+    wd0 = main[0.0]
+    end = curves[curves.lr == chosen_lr].step.max()  # where the float32 and float64 points end
+    horizon = max(step for step in wd0.curves.step.unique() if step <= end)
+    spread = wd0.curves[wd0.curves.step == horizon].test_accuracy
+    collapse = claims.collapse_table(wd0)  # smoothed, per seed, as every chapter reads a fall
+    return {"main_steps": f"{wd0.config.steps:,}", "main_checkpoints": f"{wd0.config.n_checkpoints}",
+            "train_minutes": " and ".join(f"{run.meta['timings']['train_s'] / 60:.0f}" for run in main.values()),
+            "main_held_fall": mean_sd(collapse.held_fall, ".3f"), "main_fall": mean_sd(collapse.fall, ".3f"),
+            "seed_spread": f"{spread.std():.3f} (step {horizon:,}, {len(spread)} seeds)"}
+
+
+def _length_values(short_runs, main, apart) -> dict[str, object]:
+    """The two lengths of each run: their test-accuracy difference at the shorter one's end and at
+    its largest, where their seeds part (`apart`), and each length's verdict, fall and train accuracy."""
+    from grokutils import claims, compare, prose
+    from grokutils.paper import mean_sd
+
+    values = {"short_steps": f"{short_runs[0.0].config.steps:,}",
+              "len_divergence": prose.say("compare.divergence", compare.divergence_values(apart))}
+    for wd, key in ((0.0, "wd0"), (0.01, "wd001")):
+        pair = compare.length_pair(short_runs[wd], main[wd], "test_accuracy")
+        end, worst = pair.index.max(), pair["difference"].abs().idxmax()
+        values[f"len_{key}_end"] = f"{pair.loc[end, 'difference']:+.3f} ± {pair.loc[end, 'sd of difference']:.3f}"
+        values[f"len_{key}_spread"] = f"{pair.loc[end, 'sd a']:.3f}"
+        values[f"len_{key}_worst"] = f"{pair.loc[worst, 'difference']:+.3f} at step {worst:,}"
+        for label, run in (("short", short_runs[wd]), ("long", main[wd])):
+            collapse = claims.collapse_table(run)
+            values[f"len_{key}_{label}_verdict"] = claims.verdict_words(collapse)
+            values[f"len_{key}_{label}_fall"] = mean_sd(collapse.fall, ".3f")
+            values[f"len_{key}_{label}_train"] = mean_sd(claims.smoothed_end(run, "train_accuracy"), ".3f")
+    return values
+
+
+def _clock_values(main) -> dict[str, object]:
+    """The main runs on the papers' clock (lr x steps): their length, the factor, each run's peak and
+    smoothed end, and the level the papers' test accuracy falls to."""
+    from grokutils import claims, compare
+    from grokutils.paper import COLLAPSE_TEST_ACCURACY, mean_sd
+    from grokutils.phases import find_phases
+
+    lr = main[0.0].config.lr
+    values = {"clock_main_steps": f"{compare.paper_clock([main[0.0].config.steps], lr)[0]:,.0f}",
+              "clock_factor": f"{lr / compare.PAPER_LR:g}", "paper_level": f"{COLLAPSE_TEST_ACCURACY:g}"}
+    for wd, key in ((0.0, "wd0"), (0.01, "wd001")):
+        peak = find_phases(main[wd].curves).t_peak
+        values[f"clock_peak_{key}"] = f"{compare.paper_clock([peak], main[wd].config.lr)[0]:,.0f}"
+        values[f"clock_end_{key}"] = mean_sd(claims.collapse_table(main[wd]).final_test_accuracy, ".3f")
+    return values
