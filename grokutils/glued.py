@@ -142,3 +142,23 @@ def _clock_values(main) -> dict[str, object]:
         values[f"clock_peak_{key}"] = f"{compare.paper_clock([peak], main[wd].config.lr)[0]:,.0f}"
         values[f"clock_end_{key}"] = mean_sd(claims.collapse_table(main[wd]).final_test_accuracy, ".3f")
     return values
+
+
+def scorecard_values(wd0, wd001, card, modadd_card) -> dict[str, object]:
+    """The scorecard: the protocol of the reduced-scale runs `wd0` and `wd001`, the numbers shared with
+    the other chapters (`claims.shared_claims`), and how many claims of the MLP `card` and of the
+    `modadd_card` got each verdict, are counted, context or derived, or rest on a wide-tail fit."""
+    from grokutils import claims, paper, scorecard
+
+    values = {"protocol": paper.protocol_note(wd0.config), **dict(claims.shared_claims(wd0, wd001))}
+    for prefix, counts in (("n_", scorecard.verdict_counts(card, "verdict, accelerated")),
+                           ("modadd_n_", scorecard.verdict_counts(modadd_card))):
+        values.update({f"{prefix}{verdict.replace(' ', '_')}": str(int(n)) for verdict, n in counts.items()})
+    values.update({f"n_{kind}": str(int((card.counted == counted).sum()))
+                   for kind, counted in (("claims", "yes"), ("context", "context"), ("derived", "derived"))})
+    values.update({"n_modadd_claims": str(len(modadd_card)),
+                   "n_flagged": str(int(card["flagged, accelerated"].astype(bool).sum())),
+                   "n_flagged_reproduced": str(int(scorecard.flagged_counts(card, "accelerated")["reproduced"])),
+                   "n_paper_scale_not_run": str(int(scorecard.verdict_counts(card, "verdict, paper scale")
+                                                    ["not run yet"]))})
+    return values
