@@ -27,6 +27,34 @@ def data_values(mnist, modadd) -> dict[str, object]:
 # ---- the LLM, alarm, accelerated-protocol and scorecard chapters ---------------------------------
 # (functions llm_weights_values, alarm_values, accelerated_protocol_values, scorecard_values go here)
 
+def alarm_values(config, stored_runs, every_run, every_score, log, bbp_threshold, plant_factor,
+                 plant_step) -> dict[str, object]:
+    """The alarm chapter: the protocol of its runs (`config`), the numbers it shares with the other
+    chapters (`claims.shared_claims` of `stored_runs`), the recommendation over every stored MLP run
+    (`every_run`, scored in `every_score`), and the live run's planted fault (`_live_run_values`)."""
+    from grokutils import alarm_eval, claims, paper
+
+    return {"protocol": paper.protocol_note(config),
+            **dict(claims.shared_claims(stored_runs["WD = 0"], stored_runs["WD = 0.01"])),
+            "every_recommendation": alarm_eval.recommendation(every_score), "n_stored_runs": str(len(every_run)),
+            **_live_run_values(log, bbp_threshold, plant_factor, plant_step)}
+
+
+def _live_run_values(log, bbp_threshold: float, plant_factor: float, plant_step: int) -> dict[str, object]:
+    """The alarm chapter's live run: FC1's BBP threshold and the weight planted after `plant_step`, the
+    first alarm of the monitor's `log` and FC2's alarms, and FC1's largest shuffled eigenvalue and alpha
+    from the last analyzed step before the plant to that alarm, against the fitted bulk edge."""
+    first = log[log.alarm].iloc[0]
+    fc1 = log[log.layer == "fc1"].set_index("step")
+    before = fc1.index[fc1.index <= plant_step].max()  # the last analyzed step before the plant
+    return {"bbp_threshold": f"{bbp_threshold:.2f}", "planted_value": f"{plant_factor * bbp_threshold:.2f}",
+            "alarm_step": f"{first.step}", "alarm_reason": f"{first.layer}: {first.reason}",
+            "fc2_alarms": str(int(log[log.layer == "fc2"].alarm.sum())),
+            "rand_max_jump": f"{fc1.max_rand_eval[before]:.1f} to {fc1.max_rand_eval[first.step]:.1f}",
+            "bulk_edge": f"{fc1.rand_bulk_max[first.step]:.1f}",
+            "alpha_change": f"{fc1.alpha[before]:.2f} to {fc1.alpha[first.step]:.2f}"}
+
+
 def accelerated_protocol_values(curves, table, precision, protocol, arm, falls, main, short_runs,
                                 apart) -> dict[str, object]:
     """The accelerated-protocol chapter, section by section: the learning-rate sweep (its `curves`,
