@@ -27,6 +27,17 @@ def data_values(mnist, modadd) -> dict[str, object]:
 # ---- the LLM, alarm, accelerated-protocol and scorecard chapters ---------------------------------
 # (functions llm_weights_values, alarm_values, accelerated_protocol_values, scorecard_values go here)
 
+def llm_weights_values(model_name: str, summary, table) -> dict[str, object]:
+    """The LLM chapter: the model, and over all its matrices (`llm.alpha_summary`, row 'all') how many
+    were analyzed, their median alpha, how many lie below 2 or above 6 and how many hold a trap; the
+    range of alpha of the matrices inside the transformer blocks (`llm.analyze_checkpoint`'s table)."""
+    overall, in_blocks = summary.loc["all"], table.dropna(subset=["block"])["alpha"]
+    return {"llm_model": model_name, "llm_analyzed": int(overall["analyzed"]),
+            "llm_median_alpha": f"{overall['median_alpha']:.2f}", "llm_below_2": int(overall["alpha_below_2"]),
+            "llm_above_6": int(overall["alpha_above_6"]), "llm_with_traps": int(overall["with_traps"]),
+            "llm_block_alpha_range": f"{in_blocks.min():.1f} to {in_blocks.max():.1f}"}
+
+
 def alarm_values(config, stored_runs, every_run, every_score, log, bbp_threshold, plant_factor,
                  plant_step) -> dict[str, object]:
     """The alarm chapter: the protocol of its runs (`config`), the numbers it shares with the other
