@@ -8,7 +8,8 @@
 The runs compared here differ in one setting only (precision, or length), so seed s of one
 starts from the same weights and sees the same batches as seed s of the other: the per-seed
 difference is the effect of that setting on that trajectory, and its spread over seeds says
-how much of it is noise.
+how much of it is noise. What chapter 08 says of them in words, the `*_values` functions return
+as values and templates/compare.j2 words (`grokutils.prose.say`).
 """
 from __future__ import annotations
 
@@ -152,25 +153,45 @@ def first_divergence(run_a: RunResult, run_b: RunResult, column: str = "train_lo
                         index=pd.Index(seeds, name="seed"))
 
 
-def precision_reading(falls: pd.DataFrame, held: int, level: float = 0.95) -> str:
+def precision_values(falls: pd.DataFrame, held: int, level: float = 0.95) -> dict:
     """What the per-seed difference of two runs' falls shows (`fall_table`: 'fall a', 'fall b', 'fall
-    difference'), in words: its mean, a Student-t interval at `level` over the seeds, whether 0 lies
-    inside it and how large a difference the interval still allows, and the steps it covers, with
-    `held`, the number of run-a seeds whose training fit held to the end (from `collapse_table`)."""
+    difference'): its mean, a Student-t interval at `level` over the seeds (`low`, `high`), whether 0
+    lies inside it, the largest difference it still allows and that as a share of run a's mean fall,
+    the steps it covers (`steps`, None without a 'step' column) and `held`, the number of run-a seeds
+    whose training fit held to the end (from `collapse_table`). In words: templates/compare.j2,
+    `precision`."""
     from scipy import stats
 
     difference, n = falls["fall difference"].astype(float), len(falls)
     if n < 2:
-        raise ValueError(f"precision_reading needs at least 2 seeds, got {n}")
+        raise ValueError(f"precision_values needs at least 2 seeds, got {n}")
     mean, half = float(difference.mean()), float(stats.t.ppf(0.5 + level / 2, n - 1) * difference.std() / n**0.5)
     low, high = mean - half, mean + half
-    interval = f"{mean:+.3f}, {level:.0%} interval {low:+.3f} to {high:+.3f} over {n} seeds"
     largest = max(abs(low), abs(high))
-    share = largest / float(falls["fall a"].mean())
-    if low <= 0 <= high:
-        reading = (f"{interval}: no difference is shown, but the interval still allows one of {largest:.3f}, "
-                   f"{share:.0%} of the fall")
-    else:
-        reading = f"{interval}: the first run's fall is {'deeper' if mean > 0 else 'shallower'}"
-    steps = f"the first {int(falls.step.iloc[0]):,} steps" if "step" in falls else "the runs' steps"
-    return reading + f"; it covers {steps} only, in which {held} of {n} seeds of the first run keep their training fit"
+    return {"mean": mean, "low": low, "high": high, "level": level, "n_seeds": n, "shows_none": low <= 0 <= high,
+            "largest": largest, "share": largest / float(falls["fall a"].mean()),
+            "steps": int(falls.step.iloc[0]) if "step" in falls else None, "held": held}
+
+
+def divergence_values(apart: pd.DataFrame) -> dict:
+    """Which seeds of two runs (`first_divergence`) agree at every step both measured (`same`), up to
+    which step (`last_shared_step`), and from which step the others differ (`parted`, pairs of seed and
+    step). In words: templates/compare.j2, `divergence`."""
+    first = apart["first step apart"]
+    return {"same": [int(seed) for seed, step in first.items() if pd.isna(step)],
+            "parted": [(int(seed), int(step)) for seed, step in first.items() if pd.notna(step)],
+            "last_shared_step": int(apart["last shared step"].iloc[0])}
+
+
+def three_phase_values(points: pd.DataFrame) -> dict:
+    """Which float32 points of a learning-rate sweep (`sweep.point_table`) reach all three phases
+    (`lrs`: those with a `t_collapse`), how many fit their training set (`n_fitting`), and among those
+    the deepest fall from the peak with its learning rate, against the phase rule's bar. In words:
+    templates/compare.j2, `three_phase`."""
+    from grokutils.phases import COLLAPSE_DROP
+
+    float32 = [(lr, row) for (lr, dtype, _), row in points.iterrows() if dtype == "float32"]
+    fitting = [(row["fall from peak"], lr) for lr, row in float32 if pd.notna(row.t_fit)]
+    deepest_fall, deepest_lr = max(fitting, default=(None, None))
+    return {"lrs": [lr for lr, row in float32 if pd.notna(row.t_collapse)], "n_fitting": len(fitting),
+            "deepest_fall": deepest_fall, "deepest_lr": deepest_lr, "bar": COLLAPSE_DROP}

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from grokutils import compare
+from grokutils import compare, prose
 from grokutils.store import RunResult
 
 
@@ -108,16 +108,55 @@ def test_first_divergence_per_seed_at_exactly_shared_steps():
     assert pd.isna(table.loc[0, "first step apart"]) and table.loc[1, "first step apart"] == 10
 
 
-def test_precision_reading_gives_an_interval_and_what_it_still_allows():
+def test_precision_values_give_an_interval_and_what_it_still_allows():
     falls = pd.DataFrame({"fall a": [0.10, 0.12, 0.11], "fall b": [0.10, 0.10, 0.12], "step": [200_000] * 3})
     falls["fall difference"] = falls["fall a"] - falls["fall b"]
-    words = compare.precision_reading(falls, held=3)
+    values = compare.precision_values(falls, held=3)
     # mean +0.0033, sd 0.0153, t(0.975, 2) = 4.303: half-width 0.038
-    assert words.startswith("+0.003, 95% interval -0.035 to +0.041 over 3 seeds: no difference is shown, but the "
-                            "interval still allows one of 0.041, 38% of the fall")
-    assert words.endswith("it covers the first 200,000 steps only, in which 3 of 3 seeds of the first run keep "
-                          "their training fit")
-    apart = falls.assign(**{"fall difference": [0.05, 0.06, 0.055]})
-    assert "the first run's fall is deeper" in compare.precision_reading(apart, held=1)
+    assert values["mean"] == pytest.approx(0.0033, abs=1e-4) and values["n_seeds"] == 3 and values["held"] == 3
+    assert (values["low"], values["high"]) == (pytest.approx(-0.0346, abs=1e-4), pytest.approx(0.0413, abs=1e-4))
+    assert values["shows_none"] and values["largest"] == pytest.approx(values["high"])
+    assert values["share"] == pytest.approx(values["high"] / 0.11) and values["steps"] == 200_000
+    apart = falls.assign(**{"fall difference": [0.05, 0.06, 0.055]}).drop(columns="step")
+    deeper = compare.precision_values(apart, held=1)
+    assert not deeper["shows_none"] and deeper["mean"] > 0 and deeper["steps"] is None
+    shallower = compare.precision_values(apart.assign(**{"fall difference": [-0.05, -0.06, -0.055]}), held=1)
+    assert not shallower["shows_none"] and shallower["mean"] < 0
     with pytest.raises(ValueError, match="at least 2 seeds, got 1"):
-        compare.precision_reading(falls.iloc[:1], held=1)
+        compare.precision_values(falls.iloc[:1], held=1)
+    for case in (values, deeper, shallower):  # every branch of the sentence renders
+        assert prose.say("compare.precision", case)
+
+
+def test_divergence_values_split_agreeing_and_parting_seeds():
+    def apart(first):
+        return pd.DataFrame({"last shared step": 1_081, "first step apart": pd.array(first, dtype="Int64")},
+                            index=pd.Index(range(len(first)), name="seed"))
+
+    cases = [compare.divergence_values(apart(first)) for first in ([None, None, 3], [None, 5, 3], [7, None, None],
+                                                                   [None, None], [1_000, 5])]
+    assert cases[0] == {"same": [0, 1], "parted": [(2, 3)], "last_shared_step": 1_081}
+    assert cases[1] == {"same": [0], "parted": [(1, 5), (2, 3)], "last_shared_step": 1_081}
+    assert cases[4]["same"] == [] and cases[4]["parted"] == [(0, 1_000), (1, 5)]
+    for case in cases:
+        assert prose.say("compare.divergence", case)
+
+
+def test_three_phase_values_name_the_points_that_anti_grok_or_the_deepest_fall():
+    def points(rows):
+        index = pd.MultiIndex.from_tuples([row[:3] for row in rows], names=["lr", "dtype", "steps"])
+        return pd.DataFrame([row[3:] for row in rows], index=index, columns=["t_fit", "t_collapse", "fall from peak"])
+
+    nan = float("nan")
+    anti = compare.three_phase_values(points([(5e-3, "float32", 50_000, 4_863, 40_000, 0.08),
+                                              (5e-3, "float64", 50_000, 4_863, 41_000, 0.09),
+                                              (1e-3, "float32", 50_000, 2_499, nan, 0.01)]))
+    assert anti["lrs"] == [5e-3] and anti["n_fitting"] == 2  # the float64 point is not counted
+    shallow = compare.three_phase_values(points([(5e-3, "float32", 50_000, 4_863, nan, 0.018),
+                                                 (1e-3, "float32", 50_000, 2_499, nan, 0.01),
+                                                 (1e-2, "float32", 50_000, nan, nan, 0.4)]))
+    assert shallow["lrs"] == [] and (shallow["deepest_fall"], shallow["deepest_lr"]) == (0.018, 5e-3)
+    unfit = compare.three_phase_values(points([(5e-4, "float32", 50_000, nan, nan, 0.0)]))
+    assert unfit["n_fitting"] == 0 and unfit["deepest_fall"] is None
+    for case in (anti, shallow, unfit):
+        assert prose.say("compare.three_phase", case)
