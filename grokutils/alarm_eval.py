@@ -34,10 +34,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from grokutils.htsr import ALPHA_LINE
 from grokutils.phases import seed_phases, with_int_steps
 from grokutils.prose import fired, lead_range, say
 from grokutils.store import RunResult
-from grokutils.tools.alarm_log import ALPHA_THRESHOLD, alarm_reasons
+from grokutils.tools.alarm_log import alarm_reasons
 
 PERSIST = 3  # checkpoints in a row a condition must hold before a persistent rule fires
 EARLY_SHARE = 0.2  # a seed's early trap level: its most traps over the first 20% of checkpoints
@@ -218,7 +219,7 @@ def stored_runs(results_dir) -> dict[str, RunResult]:
 
 
 def first_alarms(layers: pd.DataFrame, watched: Sequence[str] | None = None,
-                 alpha_threshold: float = ALPHA_THRESHOLD, max_traps: int = 0) -> pd.DataFrame:
+                 alpha_threshold: float = ALPHA_LINE, max_traps: int = 0) -> pd.DataFrame:
     """Per seed (if the table has one), the first alarming step among the watched layers.
 
     Reads any tidy table with step, layer, alpha and traps columns: a monitor log or the
@@ -240,7 +241,7 @@ def first_alarms(layers: pd.DataFrame, watched: Sequence[str] | None = None,
 
 
 def lead_times(layers: pd.DataFrame, curves: pd.DataFrame, watched: Sequence[str] = ("fc1", "fc2"),
-               alpha_threshold: float = ALPHA_THRESHOLD, max_traps: int = 0) -> pd.DataFrame:
+               alpha_threshold: float = ALPHA_LINE, max_traps: int = 0) -> pd.DataFrame:
     """Per seed of a stored run: first alarm, start of the collapse (`grokutils.phases`), lead, verdict."""
     table = first_alarms(layers, watched, alpha_threshold, max_traps)
     by_seed = seed_phases(curves if "seed" in curves else curves.assign(seed=0))

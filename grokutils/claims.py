@@ -24,12 +24,12 @@ import numpy as np
 import pandas as pd
 
 from grokutils import phases as phase_rule
+from grokutils.htsr import ALPHA_LINE
 from grokutils.mlp import with_average_alpha, with_fc1_entropy
 from grokutils.phases import Phases
 from grokutils.prose import listed, say, steps
 from grokutils.store import RunResult
 
-ALPHA_LINE = 2.0  # HTSR: alpha < 2 marks a very heavy-tailed, over-correlated layer
 HIGH_TRAIN_ACCURACY = phase_rule.HIGH_TRAIN  # "train accuracy stays high": the phase rule's level
 COMPETING_MEASURES = ("l2_norm", "activation_sparsity", "abs_weight_entropy_fc1", "lcc_paper", "lcc_notebook")
 

@@ -20,11 +20,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from grokutils.htsr import ALPHA_LINE
 from grokutils.store import RunResult
 
 WIDE_TAIL = 0.5  # a fit whose tail holds more than this share of the eigenvalues is flagged
 TOP_FRACTIONS = (0.10, 0.25)  # the fixed tails of the sensitivity check
-ALPHA_LINE = 2.0  # HTSR: alpha < 2 reads as very heavy-tailed
 
 
 def with_fit_diagnostics(layers: pd.DataFrame) -> pd.DataFrame:

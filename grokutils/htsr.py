@@ -33,6 +33,7 @@ AUTHORS_ANALYZE_KWARGS: dict = dict(
 # equal kept columns on trained weights) and take over half of the time of a checkpoint.
 CHECKPOINT_ANALYZE_KWARGS: dict = {**AUTHORS_ANALYZE_KWARGS, "vectors": False, "detX": False}
 # weightwatcher pools 5 shuffles below this many eigenvalues (apply_random_esd).
+ALPHA_LINE = 2.0  # alpha below 2 reads as a very heavy-tailed, over-correlated layer (HTSR)
 POOLED_BELOW_N_EVALS = 100
 # Columns we keep from weightwatcher's per-layer frame, renamed to what they are.
 KEPT_COLUMNS = {

@@ -10,11 +10,11 @@ import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
 from grokutils.alarm_eval import lead_times
+from grokutils.htsr import ALPHA_LINE
 from grokutils.plots.common import BOOK_WIDTH_IN, stamp_protocol, step_axis
-from grokutils.tools.alarm_log import ALPHA_THRESHOLD
 
 
-def log_figure(table: pd.DataFrame, alpha_threshold: float = ALPHA_THRESHOLD):
+def log_figure(table: pd.DataFrame, alpha_threshold: float = ALPHA_LINE):
     """Alpha (top) and traps (bottom) per layer against steps, alarms marked: a monitor log."""
     fig, (alpha_ax, traps_ax) = plt.subplots(2, 1, sharex=True, figsize=(7, 5))
     for layer, rows in table.groupby("layer", sort=False):
@@ -39,7 +39,7 @@ def _step_axes(*axes) -> None:
     traps_ax.set_ylim(bottom=-0.2, top=max(1.2, traps_ax.get_ylim()[1]))
 
 
-def run_alarm_figure(result, watched: Sequence[str] = ("fc1", "fc2"), alpha_threshold: float = ALPHA_THRESHOLD,
+def run_alarm_figure(result, watched: Sequence[str] = ("fc1", "fc2"), alpha_threshold: float = ALPHA_LINE,
                      max_traps: int = 0, title: str = ""):
     """A stored run: alpha and traps of the watched layers and test accuracy per seed, with
     each seed's first alarm (red dashed) and test-accuracy collapse (black dotted) marked."""

@@ -1,7 +1,7 @@
 """The tidy log of HTSR alarms shared by `grokutils.tools.monitor` and `grokutils.tools.watch`.
 
 One row per analyzed (step, layer), `LOG_COLUMNS` first and the analyzer's other columns
-after them. A row alarms when its alpha is below `ALPHA_THRESHOLD` (2), or, only when
+after them. A row alarms when its alpha is below `ALPHA_LINE` (2), or, only when
 `max_traps` is given, when it has more than `max_traps` correlation traps (by default traps
 are logged but raise no alarm: `grokutils.alarm_eval` found trap counts alarming on every
 stored seed, collapsing or not); a failed fit (alpha NaN) raises no alpha alarm. A layer
@@ -17,16 +17,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from grokutils.htsr import ALPHA_LINE
 from grokutils.store import atomic_write_table
 
-ALPHA_THRESHOLD = 2.0  # HTSR: alpha < 2 reads as an over-fitted, very heavy-tailed layer
 LOG_SUFFIXES = (".csv", ".parquet")
 # The first columns of the log, in this order; the analyzer's other columns follow.
 LOG_COLUMNS = ["step", "layer", "rows", "cols", "alpha", "traps", "alarm", "reason", "error"]
 NONFINITE_REASON = "non-finite weights (NaN or Inf)"
 
 
-def alarm_reasons(frame: pd.DataFrame, alpha_threshold: float = ALPHA_THRESHOLD,
+def alarm_reasons(frame: pd.DataFrame, alpha_threshold: float = ALPHA_LINE,
                   max_traps: int | None = None) -> pd.Series:
     """Per row, why it alarms ('alpha 1.83 < 2', '3 traps', both joined by '; '; or
     NONFINITE_REASON) or ''."""
@@ -58,7 +58,7 @@ def nonfinite_rows(step: int, matrices: dict[str, np.ndarray]) -> pd.DataFrame:
     return error_rows(step, matrices, "").assign(nonfinite=True)
 
 
-def tidy_log(frames: Iterable[pd.DataFrame], alpha_threshold: float = ALPHA_THRESHOLD,
+def tidy_log(frames: Iterable[pd.DataFrame], alpha_threshold: float = ALPHA_LINE,
              max_traps: int | None = None) -> pd.DataFrame:
     """One row per (step, layer), LOG_COLUMNS first, with the alarm flag and its reason."""
     frames = [frame for frame in frames if len(frame)]

@@ -40,7 +40,7 @@ import torch
 from safetensors import safe_open
 from tqdm import tqdm
 
-from grokutils.htsr import KEPT_COLUMNS, analyze_matrices, import_weightwatcher
+from grokutils.htsr import ALPHA_LINE, KEPT_COLUMNS, analyze_matrices, import_weightwatcher
 from grokutils.store import atomic_write_table
 from grokutils.tools.checkpoints import INDEX_NAME, CheckpointError, TensorEntry, list_tensors
 from grokutils.tools.mxfp4 import BLOCK_SIZE, BYTES_PER_BLOCK, decode_mxfp4
@@ -319,7 +319,7 @@ def resolve_model_path(model_path: str = "") -> tuple[Path, str]:
 
 
 # HTSR reading of alpha: below 2 over-fit (very heavy tail), above 6 under-trained (paper (b) Fig 10)
-ALPHA_LOW, ALPHA_HIGH = 2.0, 6.0
+ALPHA_HIGH = 6.0  # the upper line; the lower one is htsr.ALPHA_LINE
 
 
 def alpha_summary(table: pd.DataFrame) -> pd.DataFrame:
@@ -328,7 +328,7 @@ def alpha_summary(table: pd.DataFrame) -> pd.DataFrame:
         alpha = rows["alpha"]
         return pd.Series({
             "matrices": len(rows), "analyzed": int(alpha.notna().sum()),
-            "median_alpha": alpha.median(), f"alpha_below_{ALPHA_LOW:g}": int((alpha < ALPHA_LOW).sum()),
+            "median_alpha": alpha.median(), f"alpha_below_{ALPHA_LINE:g}": int((alpha < ALPHA_LINE).sum()),
             f"alpha_above_{ALPHA_HIGH:g}": int((alpha > ALPHA_HIGH).sum()),
             "with_traps": int((rows["traps"].fillna(0) > 0).sum()),
         })

@@ -79,10 +79,9 @@ import torch
 from torch import nn
 
 from grokutils.config import log_spaced_steps
-from grokutils.htsr import analyze_matrices, import_weightwatcher
+from grokutils.htsr import ALPHA_LINE, analyze_matrices, import_weightwatcher
 from grokutils.measures import shuffle_seed
 from grokutils.tools.alarm_log import (
-    ALPHA_THRESHOLD,
     LOG_SUFFIXES,
     NONFINITE_REASON,
     error_rows,
@@ -202,7 +201,7 @@ class Monitor:
     def __init__(self, model: nn.Module, total_steps: int | None = None, *,
                  steps: Iterable[int] | None = None, n_checkpoints: int = 40,
                  log_path: Path | str | None = None, layers: Sequence[str] | None = None,
-                 alpha_threshold: float = ALPHA_THRESHOLD, max_traps: int | None = None,
+                 alpha_threshold: float = ALPHA_LINE, max_traps: int | None = None,
                  raise_on_alarm: bool = False, worker: str = "process", max_pending: int = 4,
                  seed: int = 0, analyzer: Callable = analyze_matrices, analyze_kwargs: dict | None = None):
         """Args:

@@ -48,8 +48,8 @@ import torch
 from safetensors.torch import load_file
 from tqdm import tqdm
 
-from grokutils.htsr import analyze_matrices
-from grokutils.tools.alarm_log import ALPHA_THRESHOLD, LOG_SUFFIXES, tidy_log, write_log
+from grokutils.htsr import ALPHA_LINE, analyze_matrices
+from grokutils.tools.alarm_log import LOG_SUFFIXES, tidy_log, write_log
 from grokutils.tools.checkpoints import CheckpointError
 from grokutils.tools.monitor import analyze_snapshot, as_matrix
 
@@ -160,7 +160,7 @@ def checkpoint_files(folder: Path) -> list[tuple[int, Path]]:
 
 
 def watch(path: Path | str, key: str | None = None, match: str | None = None, seed: int = 0,
-          alpha_threshold: float = ALPHA_THRESHOLD, max_traps: int | None = None,
+          alpha_threshold: float = ALPHA_LINE, max_traps: int | None = None,
           progress: bool = False) -> pd.DataFrame:
     """The monitor's tidy log for one checkpoint file or a folder of them (one row per step, layer)."""
     path = Path(path)
@@ -205,7 +205,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--key", help="read the state dict at this top-level entry (e.g. model)")
     parser.add_argument("--match", help="analyze only tensors whose names match this regular expression")
     parser.add_argument("--seed", type=int, default=0, help="seed of the W_rand shuffle (default 0)")
-    parser.add_argument("--alpha-threshold", type=float, default=ALPHA_THRESHOLD, help="alarm below this alpha")
+    parser.add_argument("--alpha-threshold", type=float, default=ALPHA_LINE, help="alarm below this alpha")
     parser.add_argument("--max-traps", type=int, default=None,
                         help="also alarm above this many traps (default: traps are listed, not alarmed; see the "
                              "alarm chapter)")
