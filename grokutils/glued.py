@@ -22,6 +22,7 @@ def data_values(mnist, modadd) -> dict[str, object]:
 # ---- the MLP and the modular-addition chapters ---------------------------------------------------
 # (imports inside the functions: each chapter's function loads only what its chapter uses)
 
+
 def _protocol(config) -> dict[str, object]:
     """The sentence on the run's protocol that an MLP chapter states at its top (`paper.protocol_note`)."""
     from grokutils import paper

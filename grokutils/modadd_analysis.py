@@ -12,7 +12,7 @@ import pandas as pd
 from grokutils import paper, transformer
 from grokutils.config import ModAddConfig
 from grokutils.paper import mean_sd
-from grokutils.phases import Phases, find_phases
+from grokutils.phases import HIGH_TRAIN, Phases, find_phases
 from grokutils.store import RunResult
 
 
@@ -191,8 +191,6 @@ def search_status_values(log: pd.DataFrame) -> dict:
     the largest smoothed fall and the run it happened in (`largest_fall`, `deepest`), that run's lowest
     train accuracy after the slip (`deepest_lowest`, None if it held) and the largest fall of a run whose
     train accuracy held (`held_largest_fall`, None if none held)."""
-    from grokutils.phases import HIGH_TRAIN
-
     searched = log.iloc[1:]  # the main run is the first row
     fall = searched["peak test"] - searched["final test"]
     lowest = searched["lowest train after the slip"]
