@@ -1,6 +1,7 @@
 """The modular-addition chapter's numbers, from finished runs: the tables of paper (b) Appendix H
-(Tables 5-11), the collapse search's log and verdicts, and the weight-collapse detection with
-its sentences. `grokutils.plots.modadd` draws the figures from the same values."""
+(Tables 5-11), the collapse search's log and verdicts, and the weight-collapse detection; the values
+of the chapter's sentences about the search, which templates/modadd_analysis.j2 puts in words.
+`grokutils.plots.modadd` draws the figures from the same values."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,7 +12,7 @@ import pandas as pd
 from grokutils import paper, transformer
 from grokutils.config import ModAddConfig
 from grokutils.paper import mean_sd
-from grokutils.phases import Phases, find_phases
+from grokutils.phases import HIGH_TRAIN, Phases, find_phases
 from grokutils.store import RunResult
 
 
@@ -183,6 +184,27 @@ def search_table(base: ModAddConfig, runs: list[RunResult]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def search_status_values(log: pd.DataFrame) -> dict:
+    """What the collapse search found, from its log (`search_table` of the main run and the search runs, in
+    that order), for templates/modadd_analysis.j2 `search_status`: the number of search runs and their
+    lengths (`n_runs`, `steps`), the search's bar (`drop`, `held_train`), the runs that pass it (`found`),
+    the largest smoothed fall and the run it happened in (`largest_fall`, `deepest`), that run's lowest
+    train accuracy after the slip (`deepest_lowest`, None if it held) and the largest fall of a run whose
+    train accuracy held (`held_largest_fall`, None if none held)."""
+    searched = log.iloc[1:]  # the main run is the first row
+    fall = searched["peak test"] - searched["final test"]
+    lowest = searched["lowest train after the slip"]
+    held = lowest.astype(str) == "held"
+    passed = searched[f"anti-grokking (fall >= {ANTI_GROKKING_DROP:g})"].str.startswith("yes")
+    deepest = fall.idxmax() if len(searched) else None
+    return {"n_runs": len(searched), "steps": sorted(set(searched.steps)), "drop": ANTI_GROKKING_DROP,
+            "held_train": HIGH_TRAIN, "found": list(searched.changed[passed]),
+            "largest_fall": None if deepest is None else float(fall[deepest]),
+            "deepest": None if deepest is None else searched.changed[deepest],
+            "deepest_lowest": None if deepest is None or held[deepest] else float(lowest[deepest]),
+            "held_largest_fall": float(fall[held].max()) if held.any() else None}
+
+
 def late_l2_change(result: RunResult, decades: float = 0.5) -> float:
     """Relative change of the weights' l2 norm over the run's last `decades` of steps (from the
     checkpoint nearest last step / 10**decades to the last one), mean over seeds: near 0 when training
@@ -193,6 +215,18 @@ def late_l2_change(result: RunResult, decades: float = 0.5) -> float:
     start = int(steps[np.abs(np.log1p(steps) - np.log1p(last / 10 ** decades)).argmin()])
     norms = curves[curves.step.isin([start, last])].pivot(index="seed", columns="step", values="l2_norm")
     return float(((norms[last] - norms[start]).abs() / norms[last]).mean())
+
+
+FROZEN_CHANGE = 1e-3  # a run whose weights' l2 norm changes less than this over its last half-decade has stopped
+
+
+def frozen_values(log: pd.DataFrame, search_runs: list[RunResult]) -> dict:
+    """The search runs that training has stopped moving (`late_l2_change` over the last half-decade below
+    FROZEN_CHANGE), by what they changed (`log` as for `collapse_values`), for templates/modadd_analysis.j2
+    `frozen`: {n_runs, frozen, threshold}."""
+    return {"n_runs": len(search_runs), "threshold": FROZEN_CHANGE,
+            "frozen": [row.changed for (_, row), run in zip(log.iloc[1:].iterrows(), search_runs)
+                       if late_l2_change(run) < FROZEN_CHANGE]}
 
 
 def weight_collapse(result: RunResult, fraction: float = 0.01) -> dict | None:
@@ -212,40 +246,32 @@ def weight_collapse(result: RunResult, fraction: float = 0.01) -> dict | None:
             "test_accuracy_after": float(curves.test_accuracy.iloc[-1])}
 
 
-def collapse_words(log: pd.DataFrame, search_runs: list[RunResult]) -> tuple[str, str]:
-    """The two sentences on weight collapses in the search (`weight_collapse`): where the
-    weights fell and how the run ended; and, for each float32 run that collapsed, what its float64
-    twin (same config but dtype) did, if the search holds one. `log` is `search_table` of the main
-    run and `search_runs`, in that order."""
-    rows = log.iloc[1:]
-    shrunk = [(row.changed, run.config, found) for (_, row), run in zip(rows.iterrows(), search_runs)
-              if (found := weight_collapse(run)) is not None]
-    shrunk_words = "; ".join(
-        f"in {changed}, the l2 norm of the weights fell from {f['norm_before']:.3g} at step {f['step_before']:,} to "
-        f"{f['norm']:.3g} at step {f['step']:,}, right after the train loss had reached {f['train_loss_before']:.2g} "
-        f"(weight decay alone, a factor {1 - c.lr * c.weight_decay:g} per step, would shrink them by "
-        f"{(1 - c.lr * c.weight_decay) ** (f['step'] - f['step_before']):.1g} over those steps); the run ends at train "
-        f"accuracy {f['train_accuracy_after']:.3f} and test accuracy {f['test_accuracy_after']:.3f}, where chance is "
-        f"{1 / c.p:.3f}" for changed, c, f in shrunk) or "no search run's weights fell below 1% of their largest norm"
-    twin_words = []
-    for changed, shrunk_config, shrunk_found in shrunk:
-        if shrunk_config.dtype == "float64":
+def collapse_values(log: pd.DataFrame, search_runs: list[RunResult]) -> dict:
+    """The search runs whose weights collapsed (`weight_collapse`) and, for each float32 one, what its
+    float64 twin (same config but dtype) did, if the search holds one; `log` is `search_table` of the main
+    run and `search_runs`, in that order. For templates/modadd_analysis.j2 `shrunk` and `twins`:
+
+    - shrunk: one dict per collapsed run, `weight_collapse`'s values with `changed`, `decay` (weight
+      decay's factor per step), `shrink` (that factor over the steps of the fall) and `chance` (1 / p);
+    - twins: one dict per collapsed float32 run, with `changed`, `twin` (what its float64 twin changed,
+      None if the search has none), `twin_final_test` and `later` (steps from its collapse to the
+      twin's, None if the twin's weights never collapse)."""
+    rows = [row for _, row in log.iloc[1:].iterrows()]
+    shrunk, twins = [], []
+    for row, run in zip(rows, search_runs):
+        if (found := weight_collapse(run)) is None:
             continue
-        twins = [(row, run) for (_, row), run in zip(rows.iterrows(), search_runs) if run.config.dtype == "float64"
-                 and dataclasses.replace(run.config, dtype=shrunk_config.dtype) == shrunk_config]
-        if not twins:
-            twin_words.append(f"The float64 twin of {changed}, which would tell whether float32 causes this, "
-                              "has not been run")
+        decay = 1 - run.config.lr * run.config.weight_decay
+        shrunk.append({**found, "changed": row.changed, "decay": decay, "chance": 1 / run.config.p,
+                       "shrink": decay ** (found["step"] - found["step_before"])})
+        if run.config.dtype == "float64":
             continue
-        twin_row, twin = twins[0]
-        twin_found = weight_collapse(twin)
-        if twin_found is None:
-            twin_words.append(f"The float64 twin of {changed} (the same settings, every computation in float64) ends "
-                              f"at test accuracy {twin_row['final test']:.3f}, and its weights never fall below 1% of "
-                              "their largest norm: in float64 the collapse does not happen within these steps")
-        else:
-            twin_words.append(f"The run {twin_row.changed} is the float64 twin of {changed} (the same settings, every "
-                              f"computation in float64): it collapses too, "
-                              f"{twin_found['step'] - shrunk_found['step']:,} steps later (checkpoint to checkpoint), "
-                              "so float32 brings the collapse sooner but does not cause it")
-    return shrunk_words, "; ".join(twin_words) + "." if twin_words else ""
+        twin_row, twin = next(((twin_row, twin) for twin_row, twin in zip(rows, search_runs)
+                               if twin.config.dtype == "float64"
+                               and dataclasses.replace(twin.config, dtype=run.config.dtype) == run.config),
+                              (None, None))
+        twin_found = None if twin is None else weight_collapse(twin)
+        twins.append({"changed": row.changed, "twin": None if twin is None else twin_row.changed,
+                      "twin_final_test": None if twin is None else twin_row["final test"],
+                      "later": None if twin_found is None else twin_found["step"] - found["step"]})
+    return {"shrunk": shrunk, "twins": twins}

@@ -85,31 +85,6 @@ def test_weight_collapse_finds_the_first_fall_of_the_norm_below_one_percent():
     assert weight_collapse(SimpleNamespace(curves=curves)) is None
 
 
-def test_collapse_words_name_the_collapse_and_what_its_float64_twin_did():
-    from types import SimpleNamespace
-
-    import pandas as pd
-
-    from grokutils.config import ModAddConfig
-    from grokutils.modadd_analysis import collapse_words
-
-    def run(dtype, fall_at):
-        norms = [30.0 if step < fall_at else 0.01 for step in (0, 10, 20, 30)]
-        curves = pd.DataFrame({"seed": 0, "step": [0, 10, 20, 30], "l2_norm": norms, "train_loss": 1e-7,
-                               "train_accuracy": 0.01, "test_accuracy": 0.01})
-        return SimpleNamespace(config=ModAddConfig(steps=30, lr=0.01, dtype=dtype), curves=curves)
-
-    log = pd.DataFrame({"changed": ["(main)", "lr=0.01", "lr=0.01, dtype=float64"], "final test": [1.0, 0.01, 0.01]})
-    shrunk, twin = collapse_words(log, [run("float32", 20), run("float64", 30)])
-    assert shrunk.startswith("in lr=0.01, the l2 norm of the weights fell from 30 at step 10 to 0.01 at step 20")
-    assert "in lr=0.01, dtype=float64, the l2 norm of the weights fell from 30 at step 20" in shrunk
-    assert twin == ("The run lr=0.01, dtype=float64 is the float64 twin of lr=0.01 (the same settings, every "
-                    "computation in float64): it collapses too, 10 steps later (checkpoint to checkpoint), so float32 "
-                    "brings the collapse sooner but does not cause it.")
-    _, alone = collapse_words(log.iloc[:2], [run("float32", 20)])
-    assert alone == "The float64 twin of lr=0.01, which would tell whether float32 causes this, has not been run."
-
-
 @pytest.mark.parametrize("fields, name", [
     ({}, "paper scale"),
     ({"dtype": "float32"}, "papers' protocol in float32"),
