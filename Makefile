@@ -28,6 +28,7 @@ book: install
 
 test: install browser slurm html
 	$(VENV)/bin/ruff check grokutils tests benchmarks
+	$(VENV)/bin/ruff check notebooks --select F,I  # the chapters: unused names, import order
 	$(PYTHON) -m pytest tests notebooks --nbval --nbval-current-env \
 	    --sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 

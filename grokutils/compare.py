@@ -8,7 +8,7 @@
 The runs compared here differ in one setting only (precision, or length), so seed s of one
 starts from the same weights and sees the same batches as seed s of the other: the per-seed
 difference is the effect of that setting on that trajectory, and its spread over seeds says
-how much of it is noise. What chapter 08 says of them in words, the `*_values` functions return
+how much of it is noise. What the accelerated-protocol chapter says of them in words, the `*_values` functions return
 as values and templates/compare.j2 words (`grokutils.prose.say`).
 """
 from __future__ import annotations

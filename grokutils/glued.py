@@ -13,14 +13,12 @@ that every chapter glues this way and no other.
 """
 from __future__ import annotations
 
+# Imports are inside the functions: each chapter's function loads only what its chapter uses.
+
 
 def data_values(mnist, modadd) -> dict[str, object]:
     """The data: the sizes of the MNIST subset and of the modular-addition training split."""
     return {"n_train": len(mnist.train_y), "n_test": len(mnist.test_y), "modadd_n_train": len(modadd.train_idx)}
-
-
-# ---- the MLP and the modular-addition chapters ---------------------------------------------------
-# (imports inside the functions: each chapter's function loads only what its chapter uses)
 
 
 def _protocol(config) -> dict[str, object]:
@@ -31,7 +29,7 @@ def _protocol(config) -> dict[str, object]:
 
 
 def _reached(result, phases) -> dict[str, object]:
-    """The stretches a run reached and its per-seed verdict by the phase rule (chapters 04 and 05)."""
+    """The stretches a run reached and its per-seed verdict by the phase rule."""
     from grokutils import claims
 
     return {"phases_reached": ", ".join(phases.spans()),
@@ -111,9 +109,6 @@ def prototypes_values(config, result, phases, top_k, extremes, lambda_table) -> 
             "final_rand_ratio": f"{fc1['lambda_max X(W_rand)'] / fc1['lambda_plus']:.2f}"}
 
 
-# ---- the LLM, alarm, accelerated-protocol and scorecard chapters ---------------------------------
-# (functions llm_weights_values, alarm_values, accelerated_protocol_values, scorecard_values go here)
-
 def llm_weights_values(model_name: str, summary, table) -> dict[str, object]:
     """The LLM chapter: the model, and over all its matrices (`llm.alpha_summary`, row 'all') how many
     were analyzed, their median alpha, how many lie below 2 or above 6 and how many hold a trap; the
@@ -130,9 +125,9 @@ def alarm_values(config, stored_runs, every_run, every_score, log, bbp_threshold
     """The alarm chapter: the protocol of its runs (`config`), the numbers it shares with the other
     chapters (`claims.shared_claims` of `stored_runs`), the recommendation over every stored MLP run
     (`every_run`, scored in `every_score`), and the live run's planted fault (`_live_run_values`)."""
-    from grokutils import alarm_eval, claims, paper
+    from grokutils import alarm_eval, claims
 
-    return {"protocol": paper.protocol_note(config),
+    return {**_protocol(config),
             **dict(claims.shared_claims(stored_runs["WD = 0"], stored_runs["WD = 0.01"])),
             "every_recommendation": alarm_eval.recommendation(every_score), "n_stored_runs": str(len(every_run)),
             **_live_run_values(log, bbp_threshold, plant_factor, plant_step)}
@@ -274,9 +269,9 @@ def scorecard_values(wd0, wd001, card, modadd_card) -> dict[str, object]:
     """The scorecard: the protocol of the reduced-scale runs `wd0` and `wd001`, the numbers shared with
     the other chapters (`claims.shared_claims`), and how many claims of the MLP `card` and of the
     `modadd_card` got each verdict, are counted, context or derived, or rest on a wide-tail fit."""
-    from grokutils import claims, paper, scorecard
+    from grokutils import claims, scorecard
 
-    values = {"protocol": paper.protocol_note(wd0.config), **dict(claims.shared_claims(wd0, wd001))}
+    values = {**_protocol(wd0.config), **dict(claims.shared_claims(wd0, wd001))}
     for prefix, counts in (("n_", scorecard.verdict_counts(card, "verdict, accelerated")),
                            ("modadd_n_", scorecard.verdict_counts(modadd_card))):
         values.update({f"{prefix}{verdict.replace(' ', '_')}": str(int(n)) for verdict, n in counts.items()})

@@ -625,3 +625,12 @@ def test_a_chapter_that_glues_lists_its_glued_values_for_jupyterlab(path):
         name for name in glued_names if f"`{name}`" not in listed)
 
 
+
+
+def test_the_library_names_no_chapter_numbers():
+    """Issue 34: chapters are renumbered and split; the library names them by topic, never by number."""
+    pattern = re.compile(r"\b[Cc]hapters? \d")
+    found = [f"{path.relative_to(REPO_ROOT)}:{number}" for path in sorted((REPO_ROOT / "grokutils").rglob("*"))
+             if path.suffix in (".py", ".j2")
+             for number, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not found, found
