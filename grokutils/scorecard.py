@@ -15,7 +15,15 @@ import pandas as pd
 from grokutils import paper
 from grokutils.fits import with_fit_diagnostics
 from grokutils.mlp import with_average_alpha
-from grokutils.phases import COLLAPSE_DROP, SCALES, claim_steps, collapse_table, find_phases, smoothed_curves
+from grokutils.phases import (
+    COLLAPSE_DROP,
+    HIGH_TRAIN,
+    SCALES,
+    claim_steps,
+    collapse_table,
+    find_phases,
+    smoothed_curves,
+)
 from grokutils.store import RunResult
 
 SD_FLOOR = {"alpha": 0.25, "traps": 1.0, "sigma_mp": 0.01, "ks": 0.01, "accuracy": 0.02}
@@ -33,7 +41,8 @@ RULE = (
     "reproduced*; a claim about the first phase has no direction, so it is reproduced or not. "
     "**Count claims** (the paper reports 0 traps): reproduced when most seeds have 0, otherwise not. "
     "**Phase claims** (Figure 1, Appendix C): judged per seed by the phase rule of `grokutils.phases`; a "
-    "seed collapses when it anti-groks, a fall of at least 0.05 with train accuracy held. "
+    f"seed collapses when it anti-groks, a fall of at least {COLLAPSE_DROP:g} with train accuracy held at "
+    f"{HIGH_TRAIN:g}. "
     "Accelerated runs, both of them alike, are read at their own phase edges (anti-grokking at its last "
     "checkpoint with the fit held); a run that peaks but has no anti-grokking phase is read at its last "
     "step there, as the papers read theirs at 1e7 steps. An anti-grokking row also shows the value at the "
