@@ -585,16 +585,25 @@ def _glued_names(cell) -> list[str]:
             if "scrapbook" in output.get("metadata", {})]
 
 
+def _quotes_glued_values(notebook) -> bool:
+    """Whether the chapter's text quotes a glued value (a `{glue:...}` role in a markdown cell)."""
+    return any(cell.cell_type == "markdown" and "{glue:" in cell.source for cell in notebook.cells)
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_a_chapter_glues_the_dict_of_its_one_function(path):
     """Issue 34: the values a chapter quotes come from one function, `grokutils.glued.<name>_values`
     (the notebook's name without its number), glued in one `glue_all` cell near the end that the
-    book does not show (`remove-input`); no other cell glues."""
+    book does not show (`remove-input`); no other cell glues. A chapter whose text quotes no value
+    has no such function and glues nothing."""
     notebook = nbformat.read(path, as_version=4)
     function = path.stem.split("_", 1)[1] + "_values"
     calls = [index for index, cell in enumerate(notebook.cells)
              if cell.cell_type == "code" and "glue" in cell.source and "quoted_values" not in cell.source
              and not cell.source.startswith(("import", "from"))]
+    if not _quotes_glued_values(notebook):  # a chapter whose text quotes no value glues none
+        assert not calls and not hasattr(glued, function), f"{path.name} glues values its text never quotes"
+        return
     assert len(calls) == 1, f"{path.name}: cells {calls} glue; only the one glue_all cell may"
     cell = notebook.cells[calls[0]]
     assert cell.source.strip().startswith(f"glue_all(glued.{function}("), f"{path.name}: {cell.source[:60]!r}"
@@ -614,6 +623,9 @@ def test_a_chapter_that_glues_lists_its_glued_values_for_jupyterlab(path):
     notebook = nbformat.read(path, as_version=4)
     code = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
     assert "from myst_nb import glue" not in code, f"{path.name}: import glue_all from grokutils.glue"
+    if not _quotes_glued_values(notebook):  # nothing to list: then it has no list, and no note about one
+        assert "quoted_values" not in code and "glued under" not in notebook.cells[1].source, path.name
+        return
     note, last = notebook.cells[1], notebook.cells[-1]
     assert note.cell_type == "markdown" and "glued under" in note.source, f"{path.name}: no note after the title"
     assert last.cell_type == "code" and last.source.strip() == "quoted_values()", f"{path.name}: last cell"
