@@ -43,6 +43,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from grokutils.prose import say
+
 PHASES = ("pre-grokking", "grokking", "anti-grokking")
 PAPER_EDGES = {"pre-grokking": 100_000, "grokking": 1_000_000, "anti-grokking": 10_000_000}
 PHASE_COLOURS = {"pre-grokking": "tab:blue", "grokking": "tab:green", "anti-grokking": "tab:red"}
@@ -130,19 +132,16 @@ class Phases:
         """Phase name -> the step whose values the tables report for it, for the phases present."""
         return {name: step for name, step in self.edge_steps().items() if step is not None}
 
+    def verdict_values(self) -> dict:
+        """What the seed's verdict states: the edges, both parts of the fall, whether it anti-groks by
+        the rule (`collapsed`) and the rule's bar (`drop`)."""
+        return {**dataclasses.asdict(self), "collapsed": self.collapsed, "held_fall": self.held_fall,
+                "further_fall": self.further_fall, "drop": COLLAPSE_DROP}
+
     def verdict(self) -> str:
-        """Both parts of the fall in one clause (the one wording every table and chapter uses)."""
-        if self.t_fit is None:
-            return "never fits its training set"
-        if self.collapsed:
-            words = (f"anti-groks by {self.held_fall:.3f} with train held (steps {self.t_peak:,} to "
-                     f"{self.t_held_end:,})")
-        else:
-            words = f"falls {self.held_fall:.3f} with train held, under the {COLLAPSE_DROP:g} bar"
-        if self.t_slip is not None:
-            words += (f", then loses its training fit from step {self.t_slip:,} (train down to "
-                      f"{self.lowest_train:.3f}) and falls {self.further_fall:.3f} more")
-        return words
+        """Both parts of the fall in one clause (templates/phases.j2, `verdict`): the one wording every
+        table and chapter uses."""
+        return say("phases.verdict", self.verdict_values())
 
     def table(self) -> pd.Series:
         """The edges and accuracies for display; 'not reached' where a phase is absent."""
