@@ -4,6 +4,7 @@
     on_steps(run_1e6, run_2e5.curves.step.unique(), "test_accuracy")   # the long run where the short one looked
     length_pair(run_2e5, run_1e6, "test_accuracy")  # paired_curve of the two, at the short run's checkpoints
     paper_clock(steps, lr)                          # our steps on the papers' lr x steps clock
+    clock_table(runs)                               # per seed: peak, falls and slip on that clock
 
 The runs compared here differ in one setting only (precision, or length), so seed s of one
 starts from the same weights and sees the same batches as seed s of the other: the per-seed
@@ -75,6 +76,28 @@ def paper_clock(steps, lr: float) -> np.ndarray:
     if not lr > 0:
         raise ValueError(f"lr must be a positive number, got {lr!r}")
     return np.asarray(steps, dtype=float) * lr / PAPER_LR
+
+
+def clock_table(runs: dict[str, RunResult]) -> pd.DataFrame:
+    """Per run and seed, on the papers' clock (`paper_clock`): where the smoothed test curve peaks, the
+    fall with train held, where smoothed train accuracy slips (NaN: it never does) and the fall after
+    it, beside the run's learning rate, steps and the clock at its end (`grokutils.phases`, per seed)."""
+    from grokutils.claims import seed_phases
+
+    rows = []
+    for name, run in runs.items():
+        lr = run.config.lr
+
+        def clock(step):
+            return np.nan if step is None else paper_clock(step, lr).item()
+
+        for seed, phases in seed_phases(run).items():
+            rows.append({"run": name, "seed": seed, "lr": lr, "steps": run.config.steps,
+                         "clock at the end": clock(run.config.steps), "peak on the clock": clock(phases.t_peak),
+                         "peak test accuracy": phases.peak_test_accuracy, "fall with train held": phases.held_fall,
+                         "slip on the clock": clock(phases.t_slip), "fall after the slip": phases.further_fall,
+                         "final test accuracy": phases.final_test_accuracy})
+    return pd.DataFrame(rows).set_index(["run", "seed"])
 
 
 def edge_table(runs: dict[str, RunResult], layers: tuple[str, ...] = ("fc1", "fc2")) -> pd.DataFrame:

@@ -73,6 +73,27 @@ def test_edge_table_reads_each_run_at_its_own_edges():
     assert table.loc["fc1 alpha at the end of anti-grokking", "holds"] == "-"
 
 
+def test_clock_table_puts_each_runs_peak_and_slip_on_the_papers_clock():
+    import dataclasses
+
+    from grokutils.config import MLPConfig
+
+    run = falling_run("a", 0.3)
+    slipping = falling_run("b", 0.3)
+    slipping.curves.loc[(slipping.curves.seed == 1) & (slipping.curves.step >= 10_000), "train_accuracy"] = 0.9
+    runs = {"lr 5e-3": dataclasses.replace(run, config=MLPConfig(lr=5e-3, steps=100_000)),
+            "lr 5e-4": dataclasses.replace(slipping, config=MLPConfig(lr=5e-4, steps=100_000))}
+    table = compare.clock_table(runs)
+    fast, slow = table.loc["lr 5e-3"], table.loc["lr 5e-4"]
+    assert (fast["clock at the end"] == 1e6).all() and (slow["clock at the end"] == 1e5).all()
+    assert fast["peak on the clock"].tolist() == pytest.approx(10 * slow["peak on the clock"].to_numpy())
+    assert fast["slip on the clock"].isna().all() and fast["fall after the slip"].tolist() == [0.0, 0.0]
+    assert np.isnan(slow.loc[0, "slip on the clock"]) and 10_000 <= slow.loc[1, "slip on the clock"] <= 20_000
+    assert slow.loc[1, "fall with train held"] < fast.loc[1, "fall with train held"]  # the slip cuts the held part
+    assert slow.loc[1, "fall with train held"] + slow.loc[1, "fall after the slip"] == pytest.approx(
+        slow.loc[1, "peak test accuracy"] - slow.loc[1, "final test accuracy"])
+
+
 def test_length_pair_reads_the_long_run_at_the_short_runs_checkpoints():
     short = fake_run("short", [0, 9, 99], {0: [0.1, 0.5, 0.8], 1: [0.1, 0.6, 0.8]})
     long = fake_run("long", [0, 99, 999], {0: [0.1, 0.7, 0.6], 1: [0.1, 0.7, 0.4]})
