@@ -87,10 +87,8 @@ def fired(values) -> str:
 
 def fired_words(values) -> str:
     """`fired` with its noun: 'step 1,000', 'steps 1,000 to 5,000; never in 1', or 'no step (never)'."""
-    found, never = step_set(values), sum(not _is_value(value) for value in values)
-    if not found:
-        return "no step (never)"
-    return step_words(found) + (f"; never in {never}" if never else "")
+    found = step_set(values)
+    return f"{'step' if len(found) == 1 else 'steps'} {fired(values)}" if found else "no step (never)"
 
 
 def lead_range(values) -> str:
