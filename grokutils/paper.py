@@ -153,17 +153,18 @@ def _accelerated_protocol():
     return runs.mlp_config(0.0, "accelerated")
 
 
-def protocol_name(config, name_steps: bool = True) -> str:
+def protocol_name(config, name_steps: bool = True, name_dtype: bool = True) -> str:
     """What a run is, by its learning rate, steps and precision: 'paper scale' (the papers' three);
     at the papers' learning rate, "papers' protocol" (their steps) or 'reduced run' (fewer or
     more), with ' in float32' where the precision differs; 'accelerated protocol' at the
     accelerated profile's learning rate, precision and steps (`profiles/accelerated.yaml`, the one
     place they are set), with what differs where only its learning rate is kept ('accelerated
-    protocol in float64, 2e5 steps'; without the steps when `name_steps` is false, for a text that
-    lists them anyway); else 'custom run' (the protocol note lists what differs)."""
+    protocol in float64, 2e5 steps'); else 'custom run' (the protocol note lists what differs).
+    A text that lists the steps or the precision anyway passes `name_steps` or `name_dtype` false."""
     accelerated = _accelerated_protocol()
+    in_dtype = f" in {config.dtype}" if name_dtype else ""
     if config.lr == accelerated.lr:
-        name = "accelerated protocol" + (f" in {config.dtype}" if config.dtype != accelerated.dtype else "")
+        name = "accelerated protocol" + (in_dtype if config.dtype != accelerated.dtype else "")
         other_steps = name_steps and config.steps != accelerated.steps
         return ", ".join([name] + ([SHORT_WORDS["steps"](config.steps)] if other_steps else []))
     if config.lr != PAPER_MLP["lr"]:
@@ -171,7 +172,7 @@ def protocol_name(config, name_steps: bool = True) -> str:
     same_steps, same_dtype = config.steps == PAPER_MLP["steps"], config.dtype == PAPER_MLP["dtype"]
     if same_steps and same_dtype:
         return "paper scale"
-    return ("papers' protocol" if same_steps else "reduced run") + ("" if same_dtype else f" in {config.dtype}")
+    return ("papers' protocol" if same_steps else "reduced run") + ("" if same_dtype else in_dtype)
 
 
 def protocol_note(config) -> str:
@@ -179,7 +180,8 @@ def protocol_note(config) -> str:
     differences = protocol_differences(config)
     if not differences:
         return "Paper scale: the papers' settings throughout."
-    return f"{protocol_name(config).capitalize()}: " + "; ".join(differences) + "."
+    name = protocol_name(config, name_dtype=config.dtype == PAPER_MLP["dtype"])  # else the list names it
+    return f"{name[0].upper()}{name[1:]}: " + "; ".join(differences) + "."
 
 
 SHORT_WORDS = {"steps": lambda value: f"{value:.0e} steps".replace("e+0", "e"), "lr": lambda value: f"lr {value:g}",
@@ -196,4 +198,5 @@ def protocol_short(config) -> str:
         return "paper scale: the papers' settings"
     ours = ", ".join(SHORT_WORDS[name](getattr(config, name)) for name in changed)
     theirs = ", ".join(SHORT_WORDS[name](PAPER_MLP[name]) for name in changed)
-    return f"{protocol_name(config, name_steps=False)}: {ours} (paper: {theirs})"
+    name = protocol_name(config, name_steps=False, name_dtype="dtype" not in changed)  # the list names them
+    return f"{name}: {ours} (paper: {theirs})"
