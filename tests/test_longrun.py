@@ -93,3 +93,45 @@ def test_the_committed_spec_names_valid_runs_and_arguments():
         assert arguments[:3] == ["mlp", "--profile", run.profile]
         assert "--set=lr=0.0005" in arguments and "--set=dtype=float32" in arguments
         assert run.name.startswith("mlp-wd") and "10000000steps-3seeds" in run.name
+
+
+def test_the_ledger_keeps_every_process_and_closes_the_last_from_the_sealed_run(tmp_path):
+    import json
+
+    ledger = longrun.ledger_path(tmp_path / "spec.yaml")
+    assert ledger.name == "spec.ledger.json" and longrun.ledger_table(ledger).empty
+    first = {"started": [1_000.0, 0], "samples": [[1_060.0, 100], [4_600.0, 36_000]]}
+    longrun.record_segment(ledger, "run", longrun.segment_of(first, cpu="cpu A"))
+    first["samples"].append([8_200.0, 72_000])  # a later snapshot of the same process updates it
+    longrun.record_segment(ledger, "run", longrun.segment_of(first, cpu="cpu A"))
+    second = {"started": [10_000.0, 70_000], "samples": [[13_600.0, 106_000]]}  # resumed 2,000 steps back
+    longrun.record_segment(ledger, "run", longrun.segment_of(second, cpu="cpu B"))
+    sealed = tmp_path / "sealed"
+    sealed.mkdir()
+    (sealed / "meta.json").write_text(json.dumps({"status": {"0": {"status": "finished", "step": 120_000}},
+                                                  "timings": {"wall_s": 5_000.0}}))
+    os.utime(sealed / "meta.json", (15_000.0, 15_000.0))  # the second process ran 10,000 s .. 15,000 s
+    longrun.close_last_segment(ledger, "run", sealed)
+    table = longrun.ledger_table(ledger)
+    assert table["from step"].tolist() == [0, 70_000] and table["to step"].tolist() == [72_000, 120_000]
+    assert table.hours.tolist() == pytest.approx([2.0, 5_000 / 3600])
+    assert table["steps/s"].tolist() == pytest.approx([10.0, 10.0])
+    assert table["steps trained again"].tolist() == [0, 2_000] and table.cpu.tolist() == ["cpu A", "cpu B"]
+    os.utime(sealed / "meta.json", (99_000.0, 99_000.0))  # a process the ledger never saw: start unknown
+    longrun.close_last_segment(ledger, "run", sealed)
+    assert longrun.ledger_table(ledger)["from step"].isna().tolist() == [False, False, True]
+    ledger.write_text("[]")
+    with pytest.raises(ValueError, match="a ledger maps 'runs'"):
+        longrun.read_ledger(ledger)
+
+
+def test_the_committed_ledger_reads_and_runs_on_from_step_zero():
+    spec_file = longrun.REPO_ROOT / "longruns" / "papers_protocol.yaml"
+    table = longrun.ledger_table(longrun.ledger_path(spec_file))
+    names = {run.name for run in longrun.read_spec(spec_file).runs}
+    assert set(table.run) == names
+    for _, rows in table.groupby("run"):
+        assert rows["from step"].iloc[0] == 0 and (rows.hours > 0).all()
+        # no gap: a process resumes at or before where the last one's progress file left off, give or
+        # take the steps of one progress interval (PROGRESS_EVERY_S) saved after its last sample
+        assert (rows["from step"].iloc[1:].to_numpy() <= rows["to step"].iloc[:-1].to_numpy() + 10_000).all()

@@ -5,6 +5,7 @@ every session from a snapshot committed with the project.
     python -m grokutils.tools.longrun status longruns/papers_protocol.yaml    # step, steps/s, hours left
     python -m grokutils.tools.longrun snapshot longruns/papers_protocol.yaml  # then commit longruns/
     python -m grokutils.tools.longrun collect longruns/papers_protocol.yaml   # sealed runs -> results/
+    python -m grokutils.tools.longrun ledger longruns/papers_protocol.yaml    # what the runs have cost
 
 A spec file names the commit whose code trains the runs and each run (`experiment`, `profile`,
 `sets`: as `python -m grokutils.tools.train` takes them). The code is pinned because a run
@@ -16,23 +17,34 @@ seeds' `state.pt`, the measures so far, the weights the finished run will keep, 
 file) into `longruns/snapshots/NAME.partial/`, a few MB per seed; `start` puts it back into the
 worktree's store when the worktree has nothing newer. Each run trains in its own process on one
 thread, pinned to its own core, measuring its checkpoints in that process (`--workers 0`).
+
+Why a ledger: a sealed run's metadata times only its last process, from its last resume. So
+`snapshot` also records each training process it sees (when it started, from which step, the
+latest step and time of its progress file, the CPU) in `longruns/SPEC.ledger.json`, which stays
+after the snapshots are gone; `collect` closes the last process from the sealed run's timings.
+The ledger is what the runs cost in wall time, with the steps trained again after each resume.
 """
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 from grokutils import store
 from grokutils.paths import REPO_ROOT, RESULTS_DIR, data_roots
 from grokutils.tools import status as status_tool
 from grokutils.tools.train import config_of
+from grokutils.train import read_progress
 
 WORKTREES = REPO_ROOT / ".longruns"  # pinned worktrees and logs (ignored by git)
 SNAPSHOTS = REPO_ROOT / "longruns" / "snapshots"  # committed resumable states
@@ -177,8 +189,9 @@ def launch(spec: Spec, run: LongRun, core: int, log_file: Path) -> None:
                          stdin=subprocess.DEVNULL, start_new_session=True)
 
 
-def snapshot(spec: Spec) -> list[str]:
-    """Copy each unfinished run's resumable state into `longruns/snapshots/` (to be committed)."""
+def snapshot(spec: Spec, ledger: Path | None = None) -> list[str]:
+    """Copy each unfinished run's resumable state into `longruns/snapshots/` (to be committed), and
+    record its training process in the ledger (when given)."""
     lines = []
     for run in spec.runs:
         partial = store.partial_dir(spec.worktree / "results" / run.name)
@@ -186,6 +199,9 @@ def snapshot(spec: Spec) -> list[str]:
         if not partial.is_dir():
             lines.append(f"{run.name}: nothing to snapshot")
             continue
+        progress = read_progress(partial / "progress.json")
+        if ledger is not None and progress and progress.get("started") and progress.get("samples"):
+            record_segment(ledger, run.name, segment_of(progress))
         if _resume_step(partial) < _resume_step(target):
             lines.append(f"{run.name}: the snapshot is ahead of the worktree; kept")
             continue
@@ -194,12 +210,15 @@ def snapshot(spec: Spec) -> list[str]:
     return lines
 
 
-def collect(spec: Spec) -> list[str]:
-    """Copy each sealed run from the worktree into results/ and drop its snapshot."""
+def collect(spec: Spec, ledger: Path | None = None) -> list[str]:
+    """Copy each sealed run from the worktree into results/, close its last process in the ledger
+    (when given) and drop its snapshot."""
     lines = []
     for run in spec.runs:
         sealed, target = spec.worktree / "results" / run.name, RESULTS_DIR / run.name
         if store.is_complete(sealed) and not store.is_complete(target):
+            if ledger is not None:
+                close_last_segment(ledger, run.name, sealed)
             shutil.copytree(sealed, target, dirs_exist_ok=True)
         if store.is_complete(target):
             shutil.rmtree(SNAPSHOTS / f"{run.name}.partial", ignore_errors=True)
@@ -209,9 +228,106 @@ def collect(spec: Spec) -> list[str]:
     return lines
 
 
+# --- the ledger: every training process of a spec's runs -----------------------------------------
+
+
+def ledger_path(spec_file: Path) -> Path:
+    """`longruns/NAME.ledger.json` beside the spec file `longruns/NAME.yaml`."""
+    return spec_file.with_name(spec_file.stem + ".ledger.json")
+
+
+def _iso(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _seconds(iso: str) -> float:
+    return datetime.datetime.fromisoformat(iso).timestamp()
+
+
+def cpu_model() -> str:
+    """This machine's CPU model name (from /proc/cpuinfo where there is one)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def segment_of(progress: dict, cpu: str | None = None) -> dict:
+    """One training process, from its progress file: started (time, step) and its latest sample."""
+    (started, from_step), (last, to_step) = progress["started"], progress["samples"][-1]
+    return {"started": _iso(started), "from_step": int(from_step), "last": _iso(last), "to_step": int(to_step),
+            "cpu": cpu if cpu is not None else cpu_model()}
+
+
+def read_ledger(path: Path) -> dict[str, list[dict]]:
+    """Run name -> its processes in order of start ({} where the file does not exist yet)."""
+    if not path.is_file():
+        return {}
+    content = json.loads(path.read_text())
+    if not isinstance(content, dict) or not isinstance(content.get("runs"), dict):
+        raise ValueError(f"{path}: a ledger maps 'runs' to run names and their processes")
+    return content["runs"]
+
+
+def _write_ledger(path: Path, runs: dict[str, list[dict]]) -> None:
+    content = {"about": "each training process of the runs of " + path.name.replace(".ledger.json", ".yaml")
+               + ": when it started and from which step, its last recorded time and step, the CPU "
+               "(python -m grokutils.tools.longrun ledger SPEC sums it up)", "runs": runs}
+    store.atomic_write_bytes(path, (json.dumps(content, indent=1) + "\n").encode())
+
+
+def record_segment(path: Path, name: str, segment: dict) -> None:
+    """Add a process to the ledger, or update it (same start time) with its later progress."""
+    runs = read_ledger(path)
+    segments = [old for old in runs.get(name, []) if old["started"] != segment["started"]]
+    runs[name] = sorted([*segments, segment], key=lambda one: one["started"])
+    _write_ledger(path, runs)
+
+
+def close_last_segment(path: Path, name: str, sealed: Path) -> None:
+    """Close the run's last process at its end: its sealed metadata's wall time, counted from that
+    process's start, and the run's last step. A process the ledger never saw is added with its
+    start step unknown (None)."""
+    meta = json.loads((sealed / "meta.json").read_text())
+    steps = max(status["step"] for status in meta["status"].values())
+    ended = (sealed / "meta.json").stat().st_mtime
+    started = ended - meta["timings"]["wall_s"]
+    runs = read_ledger(path)
+    segments = runs.get(name, [])
+    if segments and abs(_seconds(segments[-1]["started"]) - started) < 600:  # the same process
+        segments[-1] = {**segments[-1], "last": _iso(ended), "to_step": steps}
+    else:
+        segments.append({"started": _iso(started), "from_step": None, "last": _iso(ended), "to_step": steps,
+                         "cpu": cpu_model()})
+    runs[name] = segments
+    _write_ledger(path, runs)
+
+
+def ledger_table(path: Path) -> pd.DataFrame:
+    """One row per process: run, start, hours, steps from and to, steps/s, steps trained again
+    (those before the step where the previous process had got to), CPU."""
+    rows = []
+    for name, segments in read_ledger(path).items():
+        reached = 0
+        for segment in segments:
+            hours = (_seconds(segment["last"]) - _seconds(segment["started"])) / 3600
+            start = segment["from_step"]
+            trained = None if start is None else segment["to_step"] - start
+            rows.append({"run": name, "started": segment["started"], "hours": hours, "from step": start,
+                         "to step": segment["to_step"], "steps/s": None if trained is None or hours <= 0
+                         else trained / hours / 3600,
+                         "steps trained again": None if start is None else max(0, reached - start),
+                         "cpu": segment["cpu"]})
+            reached = max(reached, segment["to_step"])
+    return pd.DataFrame(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m grokutils.tools.longrun", description=__doc__.split("\n\n")[0])
-    parser.add_argument("action", choices=("start", "status", "snapshot", "collect"))
+    parser.add_argument("action", choices=("start", "status", "snapshot", "collect", "ledger"))
     parser.add_argument("spec", type=Path, help="a spec file, e.g. longruns/papers_protocol.yaml")
     args = parser.parse_args(argv)
     if not args.spec.is_file():
@@ -226,7 +342,22 @@ def main(argv: list[str] | None = None) -> int:
             if results.is_dir() else []
         print(status_tool.format_table(rows) if rows else f"no unfinished run of {args.spec} on this machine")
         return 0
-    for line in {"start": start, "snapshot": snapshot, "collect": collect}[args.action](spec):
+    ledger = ledger_path(args.spec)
+    if args.action == "ledger":
+        table = ledger_table(ledger)
+        if table.empty:
+            print(f"{ledger} records no process yet")
+            return 0
+        with pd.option_context("display.width", 200, "display.max_columns", None):
+            print(table.round({"hours": 2, "steps/s": 1}).to_string(index=False))
+        totals = table.groupby("run").hours.sum()
+        print("hours per run: " + ", ".join(f"{name} {hours:.1f}" for name, hours in totals.items()))
+        return 0
+    if args.action == "start":
+        lines = start(spec)
+    else:
+        lines = {"snapshot": snapshot, "collect": collect}[args.action](spec, ledger)
+    for line in lines:
         print(line)
     return 0
 
