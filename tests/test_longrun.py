@@ -135,3 +135,20 @@ def test_the_committed_ledger_reads_and_runs_on_from_step_zero():
         # no gap: a process resumes at or before where the last one's progress file left off, give or
         # take the steps of one progress interval (PROGRESS_EVERY_S) saved after its last sample
         assert (rows["from step"].iloc[1:].to_numpy() <= rows["to step"].iloc[:-1].to_numpy() + 10_000).all()
+
+
+def test_start_records_a_stopped_process_of_this_machine_before_it_resumes(tmp_path, monkeypatch):
+    spec = longrun.read_spec(longrun.REPO_ROOT / "longruns" / "papers_protocol.yaml")
+    monkeypatch.setattr(longrun, "WORKTREES", tmp_path / "worktrees")
+    monkeypatch.setattr(longrun, "SNAPSHOTS", tmp_path / "snapshots")  # none: nothing to restore
+    launched = []
+    monkeypatch.setattr(longrun, "launch", lambda spec, run, core, log: launched.append(run.name))
+    (spec.worktree / "grokutils").mkdir(parents=True)
+    run = spec.runs[0]
+    partial = _partial(spec.worktree / "results", run.name, [5_000, 5_000], samples=[[3_600.0, 5_200]])
+    ledger = tmp_path / "spec.ledger.json"
+    longrun.start(spec, ledger)
+    assert launched == [one.name for one in spec.runs]
+    table = longrun.ledger_table(ledger)
+    assert table.run.tolist() == [run.name] and table["to step"].tolist() == [5_200], table
+    assert (partial / "progress.json").is_file()

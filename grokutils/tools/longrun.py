@@ -19,7 +19,7 @@ worktree's store when the worktree has nothing newer. Each run trains in its own
 thread, pinned to its own core, measuring its checkpoints in that process (`--workers 0`).
 
 Why a ledger: a sealed run's metadata times only its last process, from its last resume. So
-`snapshot` also records each training process it sees (when it started, from which step, the
+`snapshot` and `start` also record each training process they see (when it started, from which step, the
 latest step and time of its progress file, the CPU) in `longruns/SPEC.ledger.json`, which stays
 after the snapshots are gone; `collect` closes the last process from the sealed run's timings.
 The ledger is what the runs cost in wall time, with the steps trained again after each resume.
@@ -150,9 +150,11 @@ def copy_state(source: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def start(spec: Spec) -> list[str]:
+def start(spec: Spec, ledger: Path | None = None) -> list[str]:
     """Resume (from the snapshot, where the worktree has nothing newer) or begin every unfinished
-    run in the background; returns one line per run saying what was done."""
+    run in the background; returns one line per run saying what was done. The worktree's progress
+    file of a stopped process goes into the ledger (when given) first: on the same machine, that
+    process may have trained past the last snapshot."""
     worktree = ensure_worktree(spec)
     results, logs = worktree / "results", WORKTREES / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -166,6 +168,7 @@ def start(spec: Spec) -> list[str]:
         if status_tool.is_running(final):
             lines.append(f"{run.name}: already running")
             continue
+        _record_progress(ledger, run.name, partial)
         if snapshot.is_dir() and _resume_step(snapshot) > _resume_step(partial):
             copy_state(snapshot, partial)
             lines.append(f"{run.name}: restored from the snapshot at step {_resume_step(partial):,}")
@@ -199,9 +202,7 @@ def snapshot(spec: Spec, ledger: Path | None = None) -> list[str]:
         if not partial.is_dir():
             lines.append(f"{run.name}: nothing to snapshot")
             continue
-        progress = read_progress(partial / "progress.json")
-        if ledger is not None and progress and progress.get("started") and progress.get("samples"):
-            record_segment(ledger, run.name, segment_of(progress))
+        _record_progress(ledger, run.name, partial)
         if _resume_step(partial) < _resume_step(target):
             lines.append(f"{run.name}: the snapshot is ahead of the worktree; kept")
             continue
@@ -279,6 +280,13 @@ def _write_ledger(path: Path, runs: dict[str, list[dict]]) -> None:
     store.atomic_write_bytes(path, (json.dumps(content, indent=1) + "\n").encode())
 
 
+def _record_progress(ledger: Path | None, name: str, partial: Path) -> None:
+    """Record the process of a `.partial` folder's progress file, if there is a ledger and a file."""
+    progress = read_progress(partial / "progress.json")
+    if ledger is not None and progress and progress.get("started") and progress.get("samples"):
+        record_segment(ledger, name, segment_of(progress))
+
+
 def record_segment(path: Path, name: str, segment: dict) -> None:
     """Add a process to the ledger, or update it (same start time) with its later progress."""
     runs = read_ledger(path)
@@ -353,11 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         totals = table.groupby("run").hours.sum()
         print("hours per run: " + ", ".join(f"{name} {hours:.1f}" for name, hours in totals.items()))
         return 0
-    if args.action == "start":
-        lines = start(spec)
-    else:
-        lines = {"snapshot": snapshot, "collect": collect}[args.action](spec, ledger)
-    for line in lines:
+    for line in {"start": start, "snapshot": snapshot, "collect": collect}[args.action](spec, ledger):
         print(line)
     return 0
 
