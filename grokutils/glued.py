@@ -272,14 +272,14 @@ def scorecard_values(wd0, wd001, card, modadd_card) -> dict[str, object]:
     from grokutils import claims, scorecard
 
     values = {**_protocol(wd0.config), **dict(claims.shared_claims(wd0, wd001))}
-    for prefix, counts in (("n_", scorecard.verdict_counts(card, "verdict, accelerated")),
+    for prefix, counts in (("n_", scorecard.verdict_counts(card, "verdict, own edges")),
                            ("modadd_n_", scorecard.verdict_counts(modadd_card))):
         values.update({f"{prefix}{verdict.replace(' ', '_')}": str(int(n)) for verdict, n in counts.items()})
     values.update({f"n_{kind}": str(int((card.counted == counted).sum()))
                    for kind, counted in (("claims", "yes"), ("context", "context"), ("derived", "derived"))})
     values.update({"n_modadd_claims": str(len(modadd_card)),
-                   "n_flagged": str(int(card["flagged, accelerated"].astype(bool).sum())),
-                   "n_flagged_reproduced": str(int(scorecard.flagged_counts(card, "accelerated")["reproduced"])),
+                   "n_flagged": str(int(card["flagged, own edges"].astype(bool).sum())),
+                   "n_flagged_reproduced": str(int(scorecard.flagged_counts(card)["reproduced"])),
                    "n_paper_scale_not_run": str(int(scorecard.verdict_counts(card, "verdict, paper scale")
                                                     ["not run yet"]))})
     return values

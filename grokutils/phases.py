@@ -56,7 +56,7 @@ FIT_LEVEL = 1.0  # smoothed train accuracy that ends pre-grokking
 PEAK_BAND = 0.02  # the peak region: smoothed test accuracy within this of its maximum
 COLLAPSE_DROP = 0.05  # anti-grokking: a held fall of at least this much
 HIGH_TRAIN = 0.99  # the training fit is held while smoothed train accuracy is at least this
-SCALES = ("accelerated", "paper scale")  # where claims are read: our own edges, or the papers' steps
+SCALES = ("own edges", "paper scale")  # where claims are read: each run's own phase edges, or the papers' steps
 
 
 def smooth(steps, values, decades: float = SMOOTHING_DECADES) -> np.ndarray:
@@ -256,16 +256,17 @@ def paper_edge_steps(steps: np.ndarray) -> dict[str, int | None]:
             for phase, edge in PAPER_EDGES.items()}
 
 
-def claim_steps(curves: pd.DataFrame, scale: str = "accelerated") -> dict[str, int | None]:
+def claim_steps(curves: pd.DataFrame, scale: str = "own edges") -> dict[str, int | None]:
     """Phase -> the checkpoint a claim about that phase is read at; None if not reached.
 
     'paper scale': the last checkpoint at or before the papers' 1e5, 1e6 and 1e7 steps.
-    'accelerated': another learning rate runs another clock, so each phase is read at its
-    own right edge by this module's rule on the mean curves (`Phases.edge_steps`).
+    'own edges': each phase at its own right edge, found by this module's rule on the mean curves
+    (`Phases.edge_steps`): a run at another learning rate runs another clock, and even at the
+    papers' the phases need not fall at their steps.
     """
     if scale == "paper scale":
         return paper_edge_steps(curves.step.unique())
-    if scale != "accelerated":
+    if scale != "own edges":
         raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
     return find_phases(curves).edge_steps()
 

@@ -2,8 +2,8 @@
 
 Every row is computed from finished runs, never typed: the paper's value (`grokutils.paper`,
 with its table or section), ours, the tolerance that row used and the verdict. For the MLP,
-ours is given twice: in the accelerated protocol (read at our own phase edges) and at paper
-scale (read at the papers' steps). One rule for every row, `RULE` below.
+ours is given twice: the runs of the build's profile read at their own phase edges ('own edges'),
+and runs at paper scale read at the papers' steps ('paper scale'). One rule for every row, `RULE` below.
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ RULE = (
     "**Phase claims** (Figure 1, Appendix C): judged per seed by the phase rule of `grokutils.phases`; a "
     f"seed collapses when it anti-groks, a fall of at least {COLLAPSE_DROP:g} with train accuracy held at "
     f"{HIGH_TRAIN:g}. "
-    "Accelerated runs, both of them alike, are read at their own phase edges (anti-grokking at its last "
+    "In the own-edges column both runs are read alike at their own phase edges (anti-grokking at its last "
     "checkpoint with the fit held); a run that peaks but has no anti-grokking phase is read at its last "
     "step there, as the papers read theirs at 1e7 steps. An anti-grokking row also shows the value at the "
     "run's last step. *Not run yet*: no such run is stored, or it does not reach the step or phase the "
@@ -84,10 +84,10 @@ def count_verdict(per_seed: np.ndarray, paper_mean: float, tol: float) -> str:
 
 def claim_edges(result: RunResult, scale: str) -> dict[str, int | None]:
     """Phase -> the checkpoint a claim about that phase is read at (`grokutils.phases.claim_steps`).
-    Accelerated, a run that peaks but does not anti-grok is read at its last step for anti-grokking (the
+    At its own edges, a run that peaks but does not anti-grok is read at its last step for anti-grokking (the
     papers read their runs, the control included, at their last step, 1e7)."""
     edges = claim_steps(result.curves, scale)
-    if scale == "accelerated" and edges["anti-grokking"] is None and edges["grokking"] is not None:
+    if scale == "own edges" and edges["anti-grokking"] is None and edges["grokking"] is not None:
         edges["anti-grokking"] = int(result.curves.step.max())
     return edges
 
@@ -163,7 +163,7 @@ def _phase_claims(wd0: RunResult, wd001: RunResult | None, scale: str) -> list[d
     """Figure 1's narrative and Appendix C's control, judged by the phase rule (per seed where it says so).
 
     At paper scale the step ranges of paper (a)'s Figure 1 caption are checked too;
-    accelerated, only that each event happens (its steps are on another clock).
+    at its own edges, only that each event happens (it is read on its own clock).
     """
     phases, paper_scale = find_phases(wd0.curves), scale == "paper scale"
     last, fit, peak = phases.t_end, phases.t_fit, phases.t_peak
@@ -258,17 +258,17 @@ def _claims(wd0: RunResult, wd001: RunResult | None, scale: str) -> list[dict]:
 PER_SCALE = ("ours", "tolerance", "verdict", "flagged")
 
 
-def mlp_scorecard(accelerated: tuple[RunResult, RunResult | None] | None,
+def mlp_scorecard(ours: tuple[RunResult, RunResult | None] | None,
                   paper_scale: tuple[RunResult, RunResult | None] | None = None) -> pd.DataFrame:
     """Figure 1, Appendix C, Tables 1, 2 and 4: the paper's value, and per scale ours, tolerance, verdict, flag.
 
     Each argument is (WD = 0 run, WD = 0.01 run or None), or None where no such run is
-    stored: its columns then say *not run yet*. Accelerated runs are read at the phase-rule
+    stored: its columns then say *not run yet*. `ours` (the build's runs) are read at the phase-rule
     edges, paper-scale runs at the papers' steps (`claim_edges`).
     """
-    if accelerated is None and paper_scale is None:
-        raise ValueError("mlp_scorecard needs at least one of accelerated or paper_scale runs, got neither")
-    cards = {scale: pd.DataFrame(_claims(*runs, scale)) for scale, runs in zip(SCALES, (accelerated, paper_scale))
+    if ours is None and paper_scale is None:
+        raise ValueError("mlp_scorecard needs at least one of ours or paper_scale runs, got neither")
+    cards = {scale: pd.DataFrame(_claims(*runs, scale)) for scale, runs in zip(SCALES, (ours, paper_scale))
              if runs is not None}
     keys = ["source", "claim", "paper", "counted"]
     card = next(iter(cards.values()))[keys].copy()
@@ -296,7 +296,7 @@ def modadd_scorecard(result: RunResult) -> pd.DataFrame:
     The paper gives no step edges for this experiment, so each phase is read at our own edge
     (`grokutils.phases`); a phase the run did not reach is 'not run yet'.
     """
-    edges = claim_steps(result.curves, "accelerated")
+    edges = claim_steps(result.curves, "own edges")
     reported = {"test": paper.MODADD_TABLE5_ACCURACY["test"], "alpha": paper.MODADD_TABLE6_ALPHA["mean"],
                 "traps": paper.MODADD_TABLE7_TRAPS["mean"]}
     labels = {"test": ("Table 5 (b)", "test accuracy", "accuracy"),
@@ -330,7 +330,7 @@ def verdict_counts(card: pd.DataFrame, column: str = "verdict") -> pd.Series:
     return counted[column].value_counts().reindex(list(VERDICTS), fill_value=0)
 
 
-def flagged_counts(card: pd.DataFrame, scale: str = "accelerated") -> pd.Series:
+def flagged_counts(card: pd.DataFrame, scale: str = "own edges") -> pd.Series:
     """Per verdict, how many of the claims resting on a wide-tail fit got it."""
     flagged = card[card[f"flagged, {scale}"].astype(bool)]
     return verdict_counts(flagged, f"verdict, {scale}")

@@ -107,7 +107,7 @@ def test_mean_over_seeds_and_each_seed_on_its_own():
 
 def test_claim_steps_at_our_edges_and_the_papers():
     curves = _curve(np.where(LOGS < 4.0, _plateau(), 0.6))
-    ours = claim_steps(curves, "accelerated")
+    ours = claim_steps(curves, "own edges")
     assert ours["anti-grokking"] == 100_000 and ours["grokking"] == find_phases(curves).t_peak
     assert claim_steps(curves, "paper scale") == {"pre-grokking": 100_000, "grokking": None, "anti-grokking": None}
     with pytest.raises(ValueError, match="scale must be one of"):

@@ -44,19 +44,19 @@ def test_tiny_run_claims_beyond_its_length_are_not_run_yet_at_paper_scale(tiny_r
     assert len(card) == 3 + 9 + 6 + 6  # Fig 1 narrative, Table 1, Table 2 (WD = 0), Table 4 without its trap column
     assert card.groupby(["source", "claim"]).size().max() == 1  # no claim counted twice
     assert set(card["verdict, paper scale"]) == {"not run yet"}  # 30 steps reach none of 1e5, 1e6, 1e7
-    assert set(card["verdict, accelerated"]) == {"not run yet"}  # no accelerated run given
+    assert set(card["verdict, own edges"]) == {"not run yet"}  # no run of ours given
     counts = scorecard.verdict_counts(card, "verdict, paper scale")
     assert list(counts.index) == list(scorecard.VERDICTS) and counts["not run yet"] == (card.counted == "yes").sum()
 
 
-def test_accelerated_claims_are_read_at_our_phase_edges(tiny_run):
+def test_our_claims_are_read_at_our_phase_edges(tiny_run):
     """30 steps never fit the training set: the whole run is pre-grokking, read at its last step."""
     card = scorecard.mlp_scorecard((tiny_run, None)).set_index("claim")
     row = card.loc["alpha fc1, pre-grokking"]
-    assert row["ours, accelerated"].endswith("(step 30)") and row["verdict, accelerated"] != "not run yet"
-    assert card.loc["alpha fc1, grokking", "verdict, accelerated"] == "not run yet"
-    assert card.loc["WD = 0: test accuracy collapses, train accuracy held", "verdict, accelerated"] == "not reproduced"
-    assert "tolerance, accelerated" in card and "flagged, accelerated" in card
+    assert row["ours, own edges"].endswith("(step 30)") and row["verdict, own edges"] != "not run yet"
+    assert card.loc["alpha fc1, grokking", "verdict, own edges"] == "not run yet"
+    assert card.loc["WD = 0: test accuracy collapses, train accuracy held", "verdict, own edges"] == "not reproduced"
+    assert "tolerance, own edges" in card and "flagged, own edges" in card
 
 
 def test_claims_are_scored_once_the_step_is_reached(tiny_run, monkeypatch):
@@ -114,8 +114,8 @@ def test_no_row_passes_absurd_values(monkeypatch):
     control = dataclasses.replace(run, config=dataclasses.replace(run.config, weight_decay=0.01))
     monkeypatch.setattr(scorecard, "_ks_claims", lambda result, edges: [])  # no stored spectra here
     card = scorecard.mlp_scorecard((run, control))
-    scored = card[~card["verdict, accelerated"].isin(["not run yet"])]
-    passed = scored[scored["verdict, accelerated"] == "reproduced"]
+    scored = card[~card["verdict, own edges"].isin(["not run yet"])]
+    passed = scored[scored["verdict, own edges"] == "reproduced"]
     assert passed[passed.counted == "yes"].claim.tolist() == ["WD = 0.01: no collapse (test accuracy plateaus)"]
     assert passed[passed.counted != "yes"].claim.tolist() == ["train accuracy reaches 100%"]  # context: not counted
 
@@ -146,16 +146,16 @@ def test_both_runs_are_read_alike_at_the_held_end_and_at_the_last_step(monkeypat
     run = _run_of(test=[0.1, 0.2, 0.5, 0.8, 0.6, 0.55, 0.5], train=[0.1, 0.5, 1.0, 1.0, 1.0, 1.0, 0.9])
     control = _run_of(test=[0.1, 0.2, 0.5, 0.8, 0.8, 0.8, 0.8], train=[0.1, 0.5, 1.0, 1.0, 1.0, 1.0, 1.0],
                       weight_decay=0.01)
-    assert scorecard.claim_edges(run, "accelerated")["anti-grokking"] == 100_000  # the last step with train held
-    assert scorecard.claim_edges(control, "accelerated")["anti-grokking"] == 1_000_000  # no anti-grokking: the end
+    assert scorecard.claim_edges(run, "own edges")["anti-grokking"] == 100_000  # the last step with train held
+    assert scorecard.claim_edges(control, "own edges")["anti-grokking"] == 1_000_000  # no anti-grokking: the end
     card = scorecard.mlp_scorecard((run, control)).set_index("claim")
-    ours = card.loc["alpha fc1, anti-grokking", "ours, accelerated"]
+    ours = card.loc["alpha fc1, anti-grokking", "ours, own edges"]
     assert "(step 100,000)" in ours and ours.endswith("last step: 2.50 ± 0.00 (step 1,000,000)")
     collapse = card.loc["WD = 0: test accuracy collapses, train accuracy held"]
-    assert collapse["ours, accelerated"].startswith(
+    assert collapse["ours, own edges"].startswith(
         "3 of 3 seeds anti-grok, by 0.250 ± 0.000, to 0.550 ± 0.000 with train held")
-    assert "then 3 lose the fit (train down to 0.900)" in collapse["ours, accelerated"]
-    assert card.loc["WD = 0.01: no collapse (test accuracy plateaus)", "verdict, accelerated"] == "reproduced"
+    assert "then 3 lose the fit (train down to 0.900)" in collapse["ours, own edges"]
+    assert card.loc["WD = 0.01: no collapse (test accuracy plateaus)", "verdict, own edges"] == "reproduced"
 
 
 def test_rows_that_cannot_fail_or_repeat_others_are_shown_but_not_counted(tiny_run):
@@ -164,7 +164,7 @@ def test_rows_that_cannot_fail_or_repeat_others_are_shown_but_not_counted(tiny_r
     assert card.loc["FC1 W_rand sigma_mp, pre-grokking", "counted"] == "context"
     assert set(card[card.index.str.startswith("alpha average")].counted) == {"derived"}
     assert card.loc["test accuracy rises after the fit and peaks", "counted"] == "yes"  # the fall is the next row's
-    counts = scorecard.verdict_counts(card.reset_index(), "verdict, accelerated")
+    counts = scorecard.verdict_counts(card.reset_index(), "verdict, own edges")
     assert counts.sum() == (card.counted == "yes").sum() == len(card) - 5
     assert set(card.counted) <= set(scorecard.COUNTED)
 
