@@ -28,8 +28,8 @@ from grokutils.runs import EXPERIMENTS as RUN_ENTRIES
 KEY = "grokutils"  # the notebook metadata key
 KINDS = {
     "data": "shows the data sets; its own parameters, no runs",
-    "runs": "reads the runs a profile names: declares `profile` and asks grokutils.runs for the experiments in `runs`",
-    "sweep": "trains and compares runs of its own grid, set by its own parameters",
+    "runs": "reads the runs a profile names: declares `profile` and asks grokutils.runs for the experiments in `runs` "
+            "(it may also train a grid of its own, set by its own parameters, as the accelerated-protocol sweep)",
     "llm": "analyzes pretrained weights; its own parameters, no runs",
 }
 EXPERIMENTS = tuple(sorted(RUN_ENTRIES))  # a profile's run entries: mlp, modadd

@@ -5,6 +5,7 @@
     length_pair(run_2e5, run_1e6, "test_accuracy")  # paired_curve of the two, at the short run's checkpoints
     paper_clock(steps, lr)                          # our steps on the papers' lr x steps clock
     clock_table(runs)                               # per seed: peak, falls and slip on that clock
+    by_protocol(main, build)                        # runs named by protocol and weight decay
 
 The runs compared here differ in one setting only (precision, or length), so seed s of one
 starts from the same weights and sees the same batches as seed s of the other: the per-seed
@@ -76,6 +77,26 @@ def paper_clock(steps, lr: float) -> np.ndarray:
     if not lr > 0:
         raise ValueError(f"lr must be a positive number, got {lr!r}")
     return np.asarray(steps, dtype=float) * lr / PAPER_LR
+
+
+def by_protocol(*groups: dict[float, RunResult]) -> dict[str, RunResult]:
+    """Every distinct run of `groups` (each weight decay -> run), named '<protocol>, WD = <wd>'
+    (`paper.protocol_name`), by weight decay and then in the order of the groups: the runs set side by
+    side on the papers' clock. A run given twice appears once; two runs that would share a name are
+    refused."""
+    from grokutils.paper import protocol_name
+
+    decays = set(groups[0])
+    if any(set(group) != decays for group in groups):
+        raise ValueError(f"every group must hold the same weight decays, got {[sorted(group) for group in groups]}")
+    named = {}
+    for wd in sorted(decays):
+        for run in (group[wd] for group in groups):
+            name = f"{protocol_name(run.config)}, WD = {wd:g}"
+            if name in named and named[name].config != run.config:
+                raise ValueError(f"two runs would both be named {name!r}: {named[name].path.name} and {run.path.name}")
+            named.setdefault(name, run)
+    return named
 
 
 def clock_table(runs: dict[str, RunResult]) -> pd.DataFrame:
@@ -204,6 +225,31 @@ def divergence_values(apart: pd.DataFrame) -> dict:
     return {"same": [int(seed) for seed, step in first.items() if pd.isna(step)],
             "parted": [(int(seed), int(step)) for seed, step in first.items() if pd.notna(step)],
             "last_shared_step": int(apart["last shared step"].iloc[0])}
+
+
+def protocols_on_clock_values(on_clock: dict[str, RunResult], accelerated: dict[float, RunResult]) -> dict:
+    """The runs of `by_protocol` side by side, per weight decay and protocol (`rows`, accelerated first):
+    the mean ± sd over seeds of the peak on the papers' clock, the fall with train held and the
+    final test accuracy, how many seeds slip and the range of their slips on the clock, the run's
+    end on the clock. `other`: the build's protocol where it is not the accelerated one, else None.
+    In words: templates/compare.j2, `protocols_on_clock`."""
+    from grokutils.paper import mean_sd, protocol_name
+
+    table = clock_table(on_clock)
+    accelerated_name = protocol_name(next(iter(accelerated.values())).config)
+    rows = []
+    for name, run in on_clock.items():
+        seeds = table.loc[name]
+        slips = seeds["slip on the clock"].dropna()
+        rows.append({"protocol": name.rsplit(", WD = ", 1)[0], "wd": run.config.weight_decay,
+                     "end": float(seeds["clock at the end"].iloc[0]),
+                     "peak": mean_sd(seeds["peak on the clock"], ",.0f")  # None: no seed peaks
+                     if seeds["peak on the clock"].notna().any() else None,
+                     "held_fall": mean_sd(seeds["fall with train held"], ".3f"),
+                     "final": mean_sd(seeds["final test accuracy"], ".3f"), "n_seeds": len(seeds),
+                     "n_slipped": len(slips), "slips": [float(value) for value in sorted(slips)]})
+    others = [row["protocol"] for row in rows if row["protocol"] != accelerated_name]
+    return {"accelerated": accelerated_name, "other": others[0] if others else None, "rows": rows}
 
 
 def three_phase_values(points: pd.DataFrame) -> dict:

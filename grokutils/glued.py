@@ -149,14 +149,15 @@ def _live_run_values(log, bbp_threshold: float, plant_factor: float, plant_step:
 
 
 def accelerated_protocol_values(curves, table, precision, protocol, arm, falls, main, short_runs,
-                                apart) -> dict[str, object]:
+                                apart, build) -> dict[str, object]:
     """The accelerated-protocol chapter, section by section: the learning-rate sweep (its `curves`,
     point `table` and `precision` table, at the chosen `protocol`), the three-seed float64 `arm` with
     its per-seed `falls` (`compare.fall_table`, a: float32, b: float64), the protocol's `main` runs,
-    their two lengths (`short_runs`; `apart` from `compare.first_divergence`) and the papers' clock."""
+    their two lengths (`short_runs`; `apart` from `compare.first_divergence`) and the papers' clock,
+    with this build's MLP runs (`build`) beside the main ones."""
     return {**_sweep_values(curves, table, protocol), **_sweep_precision_values(precision),
             **_float64_arm_values(arm, falls), **_main_run_values(main, curves, protocol.lr),
-            **_length_values(short_runs, main, apart), **_clock_values(main)}
+            **_length_values(short_runs, main, apart), **_clock_values(main, build)}
 
 
 def _sweep_values(curves, table, protocol) -> dict[str, object]:
@@ -171,11 +172,11 @@ def _sweep_values(curves, table, protocol) -> dict[str, object]:
     largest_row = table.xs((largest, "float32"), level=["lr", "dtype"]).iloc[0]
     fits = table.xs("float32", level="dtype")["t_fit"].dropna()
     return {"chosen_lr_text": f"{protocol.lr:g}", "chosen_peak": f"{chosen['peak test accuracy']:.3f}",
-            "chosen_peak_step": f"{chosen['step of peak']:,}", "chosen_fit_step": f"{chosen['t_fit']:,}",
+            "chosen_peak_step": f"{chosen['step of peak']:,}", "chosen_fit_step": prose.steps([chosen["t_fit"]]),
             "paper_lr_final": f"{paper_lr['final test accuracy']:.3f}", "largest_lr": f"{largest:g}",
             "largest_lr_peak": f"{largest_row['peak test accuracy']:.3f}",
             "largest_lr_train": f"{largest_row['final train accuracy']:.3f}",
-            "fit_range": f"{int(fits.min()):,} to {int(fits.max()):,}",
+            "fit_range": prose.steps(fits),  # 'never' where no point fits (the smoke profile's)
             "largest_lr_min_train": f"{curves[curves.lr == largest].train_accuracy.iloc[-1]:.3f}",
             "three_phase_words": prose.say("compare.three_phase", compare.three_phase_values(table))}
 
@@ -248,10 +249,11 @@ def _length_values(short_runs, main, apart) -> dict[str, object]:
     return values
 
 
-def _clock_values(main) -> dict[str, object]:
+def _clock_values(main, build) -> dict[str, object]:
     """The main runs on the papers' clock (lr x steps): their length, the factor, each run's peak and
-    smoothed end, and the level the papers' test accuracy falls to."""
-    from grokutils import claims, compare
+    smoothed end, the level the papers' test accuracy falls to, and every run of the clock's figure,
+    this build's among them where they are other runs (`compare.protocols_on_clock_values`)."""
+    from grokutils import claims, compare, prose
     from grokutils.paper import COLLAPSE_TEST_ACCURACY, mean_sd
     from grokutils.phases import find_phases
 
@@ -262,6 +264,8 @@ def _clock_values(main) -> dict[str, object]:
         peak = find_phases(main[wd].curves).t_peak
         values[f"clock_peak_{key}"] = f"{compare.paper_clock([peak], main[wd].config.lr)[0]:,.0f}"
         values[f"clock_end_{key}"] = mean_sd(claims.collapse_table(main[wd]).final_test_accuracy, ".3f")
+    side_by_side = compare.protocols_on_clock_values(compare.by_protocol(main, build), main)
+    values["protocols_on_clock_words"] = prose.say("compare.protocols_on_clock", side_by_side)
     return values
 
 

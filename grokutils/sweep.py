@@ -101,9 +101,12 @@ def _train_curve(config: MLPConfig, device: torch.device, progress: bool = False
                                      diverged=bool(trainer.diverged))
 
 
-def sweep_configs(points: list[list], base: MLPConfig, must_hold: tuple[float, str] | None = None) -> list[MLPConfig]:
-    """One-seed configs from [lr, dtype, steps] entries, the other fields from `base`. `must_hold`:
-    an (lr, dtype) the sweep must have a point at (the chosen protocol's), checked before any work."""
+def sweep_configs(points: list[list], n_checkpoints: int,
+                  must_hold: tuple[float, str] | None = None) -> list[MLPConfig]:
+    """One-seed configs from [lr, dtype, steps] entries with `n_checkpoints` log-spaced checkpoints,
+    everything else the papers' (the `MLPConfig` defaults). `must_hold`: an (lr, dtype) the sweep must
+    have a point at (the chosen protocol's), checked before any work."""
+    base = MLPConfig(n_checkpoints=n_checkpoints)
     configs = []
     for entry in points:
         if not isinstance(entry, (list, tuple)) or len(entry) != 3:

@@ -94,6 +94,70 @@ def test_clock_table_puts_each_runs_peak_and_slip_on_the_papers_clock():
         slow.loc[1, "peak test accuracy"] - slow.loc[1, "final test accuracy"])
 
 
+def test_by_protocol_names_each_distinct_run_once():
+    import dataclasses
+
+    from grokutils.config import MLPConfig
+
+    def run_of(name, **fields):
+        return dataclasses.replace(falling_run(name, 0.1), config=MLPConfig(**fields))
+
+    accelerated = {wd: run_of(f"acc{wd}", lr=5e-3, steps=1_000_000, dtype="float32", weight_decay=wd)
+                   for wd in (0.0, 0.01)}
+    papers = {wd: run_of(f"pap{wd}", dtype="float32", weight_decay=wd) for wd in (0.0, 0.01)}
+    assert list(compare.by_protocol(accelerated, accelerated)) == ["accelerated protocol, WD = 0",
+                                                                 "accelerated protocol, WD = 0.01"]
+    both = compare.by_protocol(accelerated, papers)
+    assert list(both) == ["accelerated protocol, WD = 0", "papers' protocol in float32, WD = 0",
+                          "accelerated protocol, WD = 0.01", "papers' protocol in float32, WD = 0.01"]
+    assert both["papers' protocol in float32, WD = 0.01"] is papers[0.01]
+    other = {wd: dataclasses.replace(run, config=dataclasses.replace(run.config, n_checkpoints=7))
+             for wd, run in accelerated.items()}  # other runs of the same protocol: their names would collide
+    with pytest.raises(ValueError, match="would both be named 'accelerated protocol, WD = 0'"):
+        compare.by_protocol(accelerated, other)
+    with pytest.raises(ValueError, match="the same weight decays"):
+        compare.by_protocol(accelerated, {0.0: papers[0.0]})
+    short = {wd: dataclasses.replace(run, config=dataclasses.replace(run.config, steps=200_000))
+             for wd, run in accelerated.items()}
+    assert list(compare.by_protocol(short, accelerated, papers))[:3] == [
+        "accelerated protocol, 2e5 steps, WD = 0", "accelerated protocol, WD = 0",
+        "papers' protocol in float32, WD = 0"]
+
+
+def test_protocols_on_clock_values_read_each_run_on_the_clock():
+    import dataclasses
+
+    from grokutils import prose
+    from grokutils.config import MLPConfig
+
+    def run_of(name, **fields):
+        return dataclasses.replace(falling_run(name, 0.3), path=Path(name), config=MLPConfig(**fields))
+
+    accelerated = {wd: run_of(f"acc{wd}", lr=5e-3, steps=100_000, dtype="float32", weight_decay=wd)
+                   for wd in (0.0, 0.01)}
+    papers = {wd: run_of(f"pap{wd}", steps=100_000, dtype="float32", weight_decay=wd) for wd in (0.0, 0.01)}
+    curves = accelerated[0.0].curves
+    curves.loc[(curves.seed == 1) & (curves.step >= 10_000), "train_accuracy"] = 0.9
+    alone = compare.protocols_on_clock_values(compare.by_protocol(accelerated, accelerated), accelerated)
+    assert alone["other"] is None and [row["wd"] for row in alone["rows"]] == [0.0, 0.01]
+    values = compare.protocols_on_clock_values(compare.by_protocol(accelerated, papers), accelerated)
+    assert values["accelerated"] == "accelerated protocol, 1e5 steps" and values["other"] == "reduced run in float32"
+    first, second = values["rows"][:2]
+    assert (first["protocol"], first["wd"], first["end"], first["n_slipped"]) == (values["accelerated"], 0.0, 1e6, 1)
+    assert 100_000 <= first["slips"][0] <= 200_000  # step 10,000 to 20,000 at ten times the papers' lr
+    assert (second["protocol"], second["end"], second["n_slipped"], second["slips"]) == (values["other"], 1e5, 0, [])
+    def peak(row):
+        return float(row["peak"].split(" ± ")[0].replace(",", ""))
+
+    assert peak(first) == pytest.approx(10 * peak(second))  # the same step, ten times the lr
+    unfit = {wd: dataclasses.replace(run, curves=run.curves.assign(train_accuracy=0.5)) for wd, run in papers.items()}
+    never = compare.protocols_on_clock_values(compare.by_protocol(accelerated, unfit), accelerated)
+    assert never["rows"][1]["peak"] is None  # it never fits its training set, so it has no peak to fall from
+    assert "has no test peak by its end" in prose.say("compare.protocols_on_clock", never)
+    for case in (alone, values):
+        assert prose.say("compare.protocols_on_clock", case)
+
+
 def test_length_pair_reads_the_long_run_at_the_short_runs_checkpoints():
     short = fake_run("short", [0, 9, 99], {0: [0.1, 0.5, 0.8], 1: [0.1, 0.6, 0.8]})
     long = fake_run("long", [0, 99, 999], {0: [0.1, 0.7, 0.6], 1: [0.1, 0.7, 0.4]})

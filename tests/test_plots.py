@@ -165,6 +165,28 @@ def test_a_shown_figure_records_its_smallest_text_in_the_png():
     plt.close(fig)
 
 
+def test_the_clock_figure_sets_two_protocols_apart_by_line_style_and_stamps_both(tiny_run):
+    import dataclasses
+
+    from grokutils import paper
+    from grokutils.config import MLPConfig
+    from grokutils.plots.common import STAMP_MARGIN_INCHES
+    from grokutils.plots.compare import TRAIN_FLOOR, clock_figure
+
+    fast = dataclasses.replace(tiny_run, config=MLPConfig(lr=5e-3, steps=30, dtype="float32", n_seeds=2))
+    runs = {"accelerated": fast, "papers'": tiny_run}
+    fig = clock_figure(runs)
+    top, bottom = fig.axes
+    assert [line.get_linestyle() for line in top.lines[:2]] == ["-", "--"]  # one style per protocol
+    assert [line.get_linestyle() for line in bottom.lines[:2]] == ["-", "--"]  # train accuracy, the same styles
+    assert top.lines[0].get_xdata()[-1] == pytest.approx(10 * top.lines[1].get_xdata()[-1])  # on the papers' clock
+    assert bottom.get_ylim()[0] == TRAIN_FLOOR
+    stamp = fig.texts[-1].get_text().split("\n")
+    assert stamp == [paper.protocol_short(fast.config), paper.protocol_short(tiny_run.config)]
+    assert fig.subplotpars.bottom * fig.get_figheight() >= 2 * STAMP_MARGIN_INCHES - 1e-9  # room for both lines
+    plt.close(fig)
+
+
 def test_a_figure_stamp_names_the_steps_and_the_precision_once():
     from grokutils import paper
     from grokutils.config import MLPConfig

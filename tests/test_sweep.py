@@ -38,9 +38,9 @@ def test_bad_points_are_named():
     with pytest.raises(ValueError, match="n_seeds must be 1, got 2"):
         sweep.accuracy_curve(MLPConfig(steps=5, n_seeds=2))
     with pytest.raises(ValueError, match=r"must be \[lr, dtype, steps\], got \[0.001, 'float32'\]"):
-        sweep.sweep_configs([[1e-3, "float32"]], MLPConfig())
+        sweep.sweep_configs([[1e-3, "float32"]], 60)
     with pytest.raises(ValueError, match="dtype must be one of"):
-        sweep.sweep_configs([[1e-3, "float16", 10]], MLPConfig())
+        sweep.sweep_configs([[1e-3, "float16", 10]], 60)
 
 
 def test_precision_table_needs_both_precisions():
@@ -114,9 +114,11 @@ def test_the_sweeps_own_seal_command_is_gone(tmp_path):
 def test_a_sweep_without_a_point_at_the_chosen_protocol_is_refused_before_work():
     """Issue 34: chapter 08 reads the protocol's lr and dtype from the profile; a sweep list that does not
     hold it fails at once, naming the setting and how to add it."""
-    base = MLPConfig(n_checkpoints=10)
     points = [[5e-3, "float32", 300], [5e-4, "float32", 300]]
-    assert len(sweep.sweep_configs(points, base, must_hold=(5e-3, "float32"))) == 2
+    configs = sweep.sweep_configs(points, 10, must_hold=(5e-3, "float32"))
+    assert [(c.lr, c.steps, c.n_seeds, c.n_checkpoints) for c in configs] == [(5e-3, 300, 1, 10), (5e-4, 300, 1, 10)]
+    assert configs[0] == dataclasses.replace(MLPConfig(), lr=5e-3, dtype="float32", steps=300, n_seeds=1,
+                                             n_checkpoints=10)  # the papers' settings otherwise
     with pytest.raises(ValueError, match=r"no point at the chosen protocol's lr 0.005 and dtype 'float64'.*add "
                                          r"\[0.005, 'float64', STEPS\]"):
-        sweep.sweep_configs(points, base, must_hold=(5e-3, "float64"))
+        sweep.sweep_configs(points, 10, must_hold=(5e-3, "float64"))

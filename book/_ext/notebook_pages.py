@@ -60,7 +60,7 @@ def dedupe_scripts(app: Sphinx, pagename: str, templatename: str, context: dict,
     context["script_files"] = unique
 
 
-NO_PROFILE = "none (own parameters)"  # a chapter that reads no profile: 00, 06 and 08 take their settings as parameters
+NO_PROFILE = "none (own parameters)"  # a chapter that reads no profile: 00 and 06 take their settings as parameters
 
 
 def execution_record(path: Path) -> dict:

@@ -141,9 +141,12 @@ def band(ax: plt.Axes, frame: pd.DataFrame, column: str, label: str, **style) ->
 
 def stamp_protocol(fig: plt.Figure, config) -> plt.Figure:
     """Write the run's protocol, and how it differs from the papers', in small print under a
-    figure; the figure's text enlarged where the book would show it too small (`legible`)."""
-    stamp = fig.text(0.01, 0.002, paper.protocol_short(config), fontsize=7, color="dimgray", ha="left", va="bottom")
+    figure; the figure's text enlarged where the book would show it too small (`legible`). A list
+    of configs stamps one line per distinct protocol, for a figure that sets protocols side by side."""
+    configs = config if isinstance(config, (list, tuple)) else [config]
+    lines = list(dict.fromkeys(paper.protocol_short(one) for one in configs))
+    stamp = fig.text(0.01, 0.002, "\n".join(lines), fontsize=7, color="dimgray", ha="left", va="bottom")
     legible(fig)
-    margin = STAMP_MARGIN_INCHES * stamp.get_fontsize() / 7  # the margin grows with the stamp's font
+    margin = len(lines) * STAMP_MARGIN_INCHES * stamp.get_fontsize() / 7  # grows with the stamp's font and lines
     fig.subplots_adjust(bottom=max(fig.subplotpars.bottom, margin / fig.get_figheight()))
     return fig

@@ -45,24 +45,37 @@ def pair_figure(table, labels: tuple[str, str], column: str, config, where: str)
     return stamp_protocol(fig, config)
 
 
+CLOCK_STYLES = ("-", "--", "-.", ":")  # one line style per protocol in `clock_figure`
+TRAIN_FLOOR = 0.8  # the lower end of `clock_figure`'s train-accuracy panel, where a slip shows
+
+
 def clock_figure(runs: dict[str, RunResult]) -> plt.Figure:
-    """Mean test accuracy ± sd over seeds against the papers' clock (`compare.paper_clock`), with
-    the papers' phase edges (paper (a), Tables 1, 2 and 4) and their collapse level (Figure 1)."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    """Mean test accuracy ± sd over seeds (top) and mean train accuracy (bottom, from `TRAIN_FLOOR`)
+    against the papers' clock (`compare.paper_clock`), with the papers' phase edges (paper (a),
+    Tables 1, 2 and 4) and their collapse level (Figure 1). One colour per run, one line style per
+    protocol (`paper.protocol_name`)."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True, height_ratios=(2, 1))
+    protocols = list(dict.fromkeys(paper.protocol_name(run.config) for run in runs.values()))
     for label, run in runs.items():
-        stats = run.curves.groupby("step").test_accuracy.agg(["mean", "std"]).fillna({"std": 0.0})
+        style = CLOCK_STYLES[protocols.index(paper.protocol_name(run.config)) % len(CLOCK_STYLES)]
+        stats = run.curves.groupby("step")[["test_accuracy", "train_accuracy"]].agg(["mean", "std"]).fillna(0.0)
         clock = compare.paper_clock(stats.index.to_numpy(float), run.config.lr)
-        line, = ax.plot(clock, stats["mean"], label=label)
-        ax.fill_between(clock, stats["mean"] - stats["std"], stats["mean"] + stats["std"],
-                        color=line.get_color(), alpha=0.2, lw=0)
+        test, sd = stats[("test_accuracy", "mean")], stats[("test_accuracy", "std")]
+        line, = top.plot(clock, test, style, label=label)
+        top.fill_between(clock, test - sd, test + sd, color=line.get_color(), alpha=0.2, lw=0)
+        bottom.plot(clock, stats[("train_accuracy", "mean")], style, color=line.get_color())
+    for ax in (top, bottom):
+        for edge in PAPER_EDGES.values():
+            ax.axvline(edge, color="gray", lw=0.8, ls=":")
     for phase, edge in PAPER_EDGES.items():
-        ax.axvline(edge, color="gray", lw=0.8, ls=":")
-        ax.text(edge, 0.03, f"papers' end of {phase} ", fontsize=7, color="dimgray", va="bottom", ha="right",
-                rotation=90)
-    ax.axhline(paper.COLLAPSE_TEST_ACCURACY, color="gray", lw=0.8, ls="--", label="papers' level at 1e7 steps")
-    step_axis(ax, linthresh=10)
-    ax.set_xlabel(f"steps at the papers' learning rate {compare.PAPER_LR:g} (our steps x our lr / theirs)")
-    ax.set_ylabel("test accuracy")
-    ax.set_ylim(0, 1)
-    ax.legend(loc="upper left", fontsize=8)
-    return stamp_protocol(fig, next(iter(runs.values())).config)
+        top.text(edge, 0.03, f"papers' end of {phase} ", fontsize=7, color="dimgray", va="bottom", ha="right",
+                 rotation=90)
+    top.axhline(paper.COLLAPSE_TEST_ACCURACY, color="gray", lw=0.8, ls="--", label="papers' level at 1e7 steps")
+    top.set_ylabel("test accuracy")
+    top.set_ylim(0, 1)
+    top.legend(loc="upper left", fontsize=8)
+    bottom.set_ylabel("train accuracy")
+    bottom.set_ylim(TRAIN_FLOOR, 1.005)
+    step_axis(bottom, linthresh=10)
+    bottom.set_xlabel(f"steps at the papers' learning rate {compare.PAPER_LR:g} (our steps x our lr / theirs)")
+    return stamp_protocol(fig, [run.config for run in runs.values()])
