@@ -170,7 +170,7 @@ def test_the_clock_figure_sets_two_protocols_apart_by_line_style_and_stamps_both
 
     from grokutils import paper
     from grokutils.config import MLPConfig
-    from grokutils.plots.common import STAMP_MARGIN_INCHES
+    from grokutils.plots.common import STAMP_LINE_INCHES, STAMP_MARGIN_INCHES
     from grokutils.plots.compare import TRAIN_FLOOR, clock_figure
 
     fast = dataclasses.replace(tiny_run, config=MLPConfig(lr=5e-3, steps=30, dtype="float32", n_seeds=2))
@@ -178,12 +178,14 @@ def test_the_clock_figure_sets_two_protocols_apart_by_line_style_and_stamps_both
     fig = clock_figure(runs)
     top, bottom = fig.axes
     assert [line.get_linestyle() for line in top.lines[:2]] == ["-", "--"]  # one style per protocol
+    assert top.lines[0].get_color() == top.lines[1].get_color()  # one colour per weight decay
     assert [line.get_linestyle() for line in bottom.lines[:2]] == ["-", "--"]  # train accuracy, the same styles
     assert top.lines[0].get_xdata()[-1] == pytest.approx(10 * top.lines[1].get_xdata()[-1])  # on the papers' clock
     assert bottom.get_ylim()[0] == TRAIN_FLOOR
     stamp = fig.texts[-1].get_text().split("\n")
     assert stamp == [paper.protocol_short(fast.config), paper.protocol_short(tiny_run.config)]
-    assert fig.subplotpars.bottom * fig.get_figheight() >= 2 * STAMP_MARGIN_INCHES - 1e-9  # room for both lines
+    margin = fig.subplotpars.bottom * fig.get_figheight() / (fig.texts[-1].get_fontsize() / 7)
+    assert margin == pytest.approx(STAMP_MARGIN_INCHES + STAMP_LINE_INCHES)  # one more line's room, no more
     plt.close(fig)
 
 

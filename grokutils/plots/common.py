@@ -122,6 +122,7 @@ def image_28(ax: plt.Axes, vector: np.ndarray, title: str = "", cmap: str = "RdB
 
 
 STAMP_MARGIN_INCHES = 0.7  # below the lowest axes: its tick labels and x label, then the protocol stamp
+STAMP_LINE_INCHES = 1.2 * 7 / 72  # each further line of a stamp: 7-pt text at 1.2 line spacing
 
 
 def step_axis(ax: plt.Axes, linthresh: float = 1) -> None:
@@ -147,6 +148,7 @@ def stamp_protocol(fig: plt.Figure, config) -> plt.Figure:
     lines = list(dict.fromkeys(paper.protocol_short(one) for one in configs))
     stamp = fig.text(0.01, 0.002, "\n".join(lines), fontsize=7, color="dimgray", ha="left", va="bottom")
     legible(fig)
-    margin = len(lines) * STAMP_MARGIN_INCHES * stamp.get_fontsize() / 7  # grows with the stamp's font and lines
+    extra_lines = (len(lines) - 1) * STAMP_LINE_INCHES
+    margin = (STAMP_MARGIN_INCHES + extra_lines) * stamp.get_fontsize() / 7  # grows with the stamp's font and lines
     fig.subplots_adjust(bottom=max(fig.subplotpars.bottom, margin / fig.get_figheight()))
     return fig

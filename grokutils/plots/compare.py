@@ -52,18 +52,20 @@ TRAIN_FLOOR = 0.8  # the lower end of `clock_figure`'s train-accuracy panel, whe
 def clock_figure(runs: dict[str, RunResult]) -> plt.Figure:
     """Mean test accuracy ± sd over seeds (top) and mean train accuracy (bottom, from `TRAIN_FLOOR`)
     against the papers' clock (`compare.paper_clock`), with the papers' phase edges (paper (a),
-    Tables 1, 2 and 4) and their collapse level (Figure 1). One colour per run, one line style per
-    protocol (`paper.protocol_name`)."""
+    Tables 1, 2 and 4) and their collapse level (Figure 1). One colour per weight decay, one line
+    style per protocol (`paper.protocol_name`), so that each weight decay's protocols pair up."""
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True, height_ratios=(2, 1))
     protocols = list(dict.fromkeys(paper.protocol_name(run.config) for run in runs.values()))
+    decays = list(dict.fromkeys(run.config.weight_decay for run in runs.values()))
     for label, run in runs.items():
         style = CLOCK_STYLES[protocols.index(paper.protocol_name(run.config)) % len(CLOCK_STYLES)]
+        colour = f"C{decays.index(run.config.weight_decay) % 10}"
         stats = run.curves.groupby("step")[["test_accuracy", "train_accuracy"]].agg(["mean", "std"]).fillna(0.0)
         clock = compare.paper_clock(stats.index.to_numpy(float), run.config.lr)
         test, sd = stats[("test_accuracy", "mean")], stats[("test_accuracy", "std")]
-        line, = top.plot(clock, test, style, label=label)
-        top.fill_between(clock, test - sd, test + sd, color=line.get_color(), alpha=0.2, lw=0)
-        bottom.plot(clock, stats[("train_accuracy", "mean")], style, color=line.get_color())
+        top.plot(clock, test, style, color=colour, label=label)
+        top.fill_between(clock, test - sd, test + sd, color=colour, alpha=0.2, lw=0)
+        bottom.plot(clock, stats[("train_accuracy", "mean")], style, color=colour)
     for ax in (top, bottom):
         for edge in PAPER_EDGES.values():
             ax.axvline(edge, color="gray", lw=0.8, ls=":")
