@@ -154,10 +154,10 @@ def accelerated_protocol_values(curves, table, precision, protocol, arm, falls, 
     point `table` and `precision` table, at the chosen `protocol`), the three-seed float64 `arm` with
     its per-seed `falls` (`compare.fall_table`, a: float32, b: float64), the protocol's `main` runs,
     their two lengths (`short_runs`; `apart` from `compare.first_divergence`) and the papers' clock,
-    with this build's MLP runs (`build`) beside the main ones."""
+    with this build's MLP runs (`build`) beside the main ones, and what those cost."""
     return {**_sweep_values(curves, table, protocol), **_sweep_precision_values(precision),
             **_float64_arm_values(arm, falls), **_main_run_values(main, curves, protocol.lr),
-            **_length_values(short_runs, main, apart), **_clock_values(main, build)}
+            **_length_values(short_runs, main, apart), **_clock_values(main, build), **_cost_values(build)}
 
 
 def _sweep_values(curves, table, protocol) -> dict[str, object]:
@@ -267,6 +267,15 @@ def _clock_values(main, build) -> dict[str, object]:
     side_by_side = compare.protocols_on_clock_values(compare.by_protocol(main, build), main)
     values["protocols_on_clock_words"] = prose.say("compare.protocols_on_clock", side_by_side)
     return values
+
+
+def _cost_values(build) -> dict[str, object]:
+    """What this build's MLP runs cost, from the ledgers of long runs (`longrun.cost_values`)."""
+    from grokutils import prose
+    from grokutils.tools import longrun
+
+    cost = longrun.cost_values(longrun.ledger_rows(run.path.name for run in build.values()))
+    return {"build_cost_words": prose.say("longrun.cost", cost)}
 
 
 def scorecard_values(wd0, wd001, card, modadd_card) -> dict[str, object]:

@@ -152,3 +152,23 @@ def test_start_records_a_stopped_process_of_this_machine_before_it_resumes(tmp_p
     table = longrun.ledger_table(ledger)
     assert table.run.tolist() == [run.name] and table["to step"].tolist() == [5_200], table
     assert (partial / "progress.json").is_file()
+
+
+def test_cost_values_sum_a_ledger_up_per_run_and_say_so(tmp_path):
+    from grokutils import prose
+
+    ledger = tmp_path / "spec.ledger.json"
+    for name, cpu in (("run-a", "cpu A"), ("run-b", "not recorded")):
+        longrun.record_segment(ledger, name, longrun.segment_of({"started": [0.0, 0], "samples": [[3_600.0, 36_000]]},
+                                                                cpu=cpu))
+        longrun.record_segment(ledger, name, longrun.segment_of(
+            {"started": [7_200.0, 35_000], "samples": [[10_800.0, 71_000]]}, cpu=cpu))
+    rows = longrun.ledger_rows(["run-a", "run-b", "run-c"], folder=tmp_path)
+    assert len(rows) == 4 and longrun.ledger_rows(["other"], folder=tmp_path).empty
+    cost = longrun.cost_values(rows)
+    assert (cost["n_runs"], cost["processes"], cost["hours"]) == (2, [2], [2.0, 2.0])
+    assert cost["rate"] == pytest.approx(72_000 / 7_200) and (cost["rate_low"], cost["rate_high"]) == (10.0, 10.0)
+    assert (cost["again"], cost["cpus"], cost["unrecorded"]) == (2_000, ["cpu A"], 2)
+    assert "2.0 and 2.0 hours of wall time for the 2 runs" in prose.say("longrun.cost", cost)
+    assert longrun.cost_values(rows.iloc[:0]) == {"n_runs": 0}
+    assert "no ledger" in prose.say("longrun.cost", {"n_runs": 0})

@@ -47,6 +47,8 @@ from grokutils.tools.train import config_of
 from grokutils.train import read_progress
 
 WORKTREES = REPO_ROOT / ".longruns"  # pinned worktrees and logs (ignored by git)
+LEDGERS = REPO_ROOT / "longruns"  # the specs, and beside each its ledger of training processes
+LEDGER_COLUMNS = ("run", "started", "hours", "from step", "to step", "steps/s", "steps trained again", "cpu")
 SNAPSHOTS = REPO_ROOT / "longruns" / "snapshots"  # committed resumable states
 KEPT = ("progress.json", "seed*/state.pt", "seed*/measures/*.npz", "seed*/weights/*.safetensors")
 
@@ -330,7 +332,33 @@ def ledger_table(path: Path) -> pd.DataFrame:
                          "steps trained again": None if start is None else max(0, reached - start),
                          "cpu": segment["cpu"]})
             reached = max(reached, segment["to_step"])
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=list(LEDGER_COLUMNS))
+
+
+def ledger_rows(names, folder: Path = LEDGERS) -> pd.DataFrame:
+    """The processes that trained the runs `names` (folder names in the store), from every ledger in
+    `folder`; no rows where none of them trained as a long run."""
+    names = set(names)
+    tables = [ledger_table(path) for path in sorted(folder.glob("*.ledger.json"))]
+    rows = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=list(LEDGER_COLUMNS))
+    return rows[rows.run.isin(names)].reset_index(drop=True)
+
+
+def cost_values(rows: pd.DataFrame) -> dict:
+    """What the runs of ledger `rows` cost: per run, its processes, wall hours and the steps it trained
+    again after resumes; over all processes, the range of steps/s and the mean (steps trained over
+    hours); the CPUs recorded. `n_runs` 0 where there are no rows. In words: templates/longrun.j2."""
+    if rows.empty:
+        return {"n_runs": 0}
+    per_run = rows.groupby("run")
+    trained = (rows["to step"] - rows["from step"]).groupby(rows.run).sum()
+    seconds = per_run.hours.sum() * 3600
+    recorded = sorted({cpu for cpu in rows.cpu if cpu != "not recorded"})
+    return {"n_runs": len(per_run), "processes": sorted(int(n) for n in per_run.size().unique()),
+            "hours": sorted(float(hours) for hours in per_run.hours.sum()),
+            "rate": float((trained / seconds).mean()), "rate_low": float(rows["steps/s"].min()),
+            "rate_high": float(rows["steps/s"].max()), "again": int(rows["steps trained again"].fillna(0).sum()),
+            "cpus": recorded, "unrecorded": int((rows.cpu == "not recorded").sum())}
 
 
 def main(argv: list[str] | None = None) -> int:
