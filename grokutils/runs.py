@@ -33,6 +33,7 @@ from grokutils.paths import REPO_ROOT, RESULTS_DIR
 from grokutils.store import RunResult
 
 PROFILES_DIR = REPO_ROOT / "profiles"
+DEFAULT_PROFILE = "accelerated"  # the default build's (`make book`): every tool's and every chapter's default
 SECTIONS = ("runs", "notebooks")
 TOOL_SECTIONS = ("cluster",)  # read by grokutils.tools.launch (its executor parameters), not by the notebooks
 EXPERIMENTS = {"mlp": MLPConfig, "modadd": ModAddConfig}
@@ -119,7 +120,7 @@ def _config_fields(experiment: str, profile: str | Path) -> dict:
     return {k: v for k, v in _entry(experiment, profile).items() if k not in RUN_ONLY_KEYS}
 
 
-def mlp_config(weight_decay: float = 0.0, profile: str | Path = "accelerated") -> MLPConfig:
+def mlp_config(weight_decay: float = 0.0, profile: str | Path = DEFAULT_PROFILE) -> MLPConfig:
     """The profile's MLP run at this weight decay (0.0: the main run; 0.01: its weight-decay control).
 
     The chapter chooses the weight decay; a profile whose `runs.mlp` sets one is refused.
@@ -127,7 +128,7 @@ def mlp_config(weight_decay: float = 0.0, profile: str | Path = "accelerated") -
     return MLPConfig(**{**_config_fields("mlp", profile), "weight_decay": weight_decay})
 
 
-def modadd_config(profile: str | Path = "accelerated") -> ModAddConfig:
+def modadd_config(profile: str | Path = DEFAULT_PROFILE) -> ModAddConfig:
     """The profile's modular-addition run."""
     return ModAddConfig(**_config_fields("modadd", profile))
 
@@ -147,12 +148,12 @@ def stored(config, results_dir: str | Path = "") -> RunResult | None:
     return engine.load_if_stored(config, results_dir or RESULTS_DIR)
 
 
-def mlp(weight_decay: float = 0.0, profile: str | Path = "accelerated", results_dir: str | Path = "",
+def mlp(weight_decay: float = 0.0, profile: str | Path = DEFAULT_PROFILE, results_dir: str | Path = "",
         **engine_options) -> RunResult:
     """The profile's MLP run at this weight decay, loaded or trained."""
     return get(mlp_config(weight_decay, profile), device_of("mlp", profile), results_dir, **engine_options)
 
 
-def modadd(profile: str | Path = "accelerated", results_dir: str | Path = "", **engine_options) -> RunResult:
+def modadd(profile: str | Path = DEFAULT_PROFILE, results_dir: str | Path = "", **engine_options) -> RunResult:
     """The profile's modular-addition run, loaded or trained."""
     return get(modadd_config(profile), device_of("modadd", profile), results_dir, **engine_options)

@@ -225,6 +225,22 @@ def test_run_chapters_ask_runs_for_the_profiles_runs_and_declare_no_run_settings
     assert "Config(" not in code, f"{path.name} builds a config of its own"
 
 
+def test_the_default_profile_is_named_once_for_make_the_tools_and_every_chapter():
+    """`runs.DEFAULT_PROFILE` is the default build's: `make book`'s PROFILE, and the default of every
+    chapter's `profile` parameter (a chapter opened in JupyterLab reads what the default book shows)."""
+    import papermill
+
+    from grokutils.runs import DEFAULT_PROFILE, profile_path
+
+    profile_path(DEFAULT_PROFILE)  # a profile of profiles/
+    make = re.search(r"^PROFILE \?= (\S+)$", (REPO_ROOT / "Makefile").read_text(), re.M)
+    assert make and make.group(1) == DEFAULT_PROFILE
+    for path in NOTEBOOKS:
+        declared = papermill.inspect_notebook(str(path))
+        if "profile" in declared:
+            assert ast.literal_eval(declared["profile"]["default"]) == DEFAULT_PROFILE, path.name
+
+
 def test_a_profile_sets_each_run_once_and_refuses_unknown_fields(tmp_path):
     from grokutils import runs
 

@@ -69,7 +69,7 @@ from grokutils import runs
 from grokutils.chapters import notebooks_in_toc
 from grokutils.paths import REPO_ROOT
 from grokutils.plots.common import BATCH_VARIABLE
-from grokutils.runs import available_profiles, read_profile
+from grokutils.runs import DEFAULT_PROFILE, available_profiles, read_profile
 
 log = logging.getLogger(__name__)
 # Cells with this tag show a progress bar while they run; its stderr is dropped afterwards,
@@ -468,7 +468,7 @@ def _execute_once(path: Path, parameters: dict, output: Path, cell_timeout_s: fl
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
     """The parsed command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="accelerated", help=f"one of {available_profiles()}")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, help=f"one of {available_profiles()}")
     parser.add_argument("--only", nargs="*", default=None, help="notebook names (default: all in _toc.yml)")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="override one parameter of every selected notebook, after the profile")

@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m grokutils.tools.launch", description=__doc__.split("\n\n")[0])
     parser.add_argument("experiments", nargs="*", metavar="EXPERIMENT",
                         help=f"any of {sorted(runs.EXPERIMENTS)} (default: every one the profile names)")
-    parser.add_argument("--profile", default="accelerated", help="profile name or .yaml path")
+    parser.add_argument("--profile", default=runs.DEFAULT_PROFILE, help="profile name or .yaml path")
     parser.add_argument("--grid", action="append", default=[], metavar="FIELD=V1,V2")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="FIELD=VALUE")
     parser.add_argument("--executor", default="auto", choices=("auto", "slurm", "local"))

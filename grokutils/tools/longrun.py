@@ -42,6 +42,7 @@ import yaml
 
 from grokutils import store
 from grokutils.paths import REPO_ROOT, RESULTS_DIR, data_roots
+from grokutils.runs import DEFAULT_PROFILE
 from grokutils.tools import status as status_tool
 from grokutils.tools.train import config_of
 from grokutils.train import read_progress
@@ -94,7 +95,8 @@ def read_spec(path: Path) -> Spec:
         raise ValueError(f"{path}: commit must name a commit of this repository, got {commit!r}")
     runs = []
     for entry in content["runs"]:
-        experiment, profile, sets = entry.get("experiment"), entry.get("profile", "accelerated"), entry.get("sets", {})
+        experiment, sets = entry.get("experiment"), entry.get("sets", {})
+        profile = entry.get("profile", DEFAULT_PROFILE)
         config = config_of(experiment, profile, sets)
         runs.append(LongRun(experiment, profile, dict(sets), store.run_dir(config, RESULTS_DIR).name))
     threads = content.get("threads", 1)

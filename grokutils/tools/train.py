@@ -71,7 +71,7 @@ def check_run_arguments(config, device: str, workers: int | None, threads: int |
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("experiment", help=f"one of {sorted(runs.EXPERIMENTS)}")
-    parser.add_argument("--profile", default="accelerated", help="profile name or .yaml path")
+    parser.add_argument("--profile", default=runs.DEFAULT_PROFILE, help="profile name or .yaml path")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="FIELD=VALUE")
     parser.add_argument("--device", default=None, help="default: the profile entry's device")
     parser.add_argument("--results-dir", default=str(RESULTS_DIR))
