@@ -53,7 +53,7 @@ def test_the_default_plan_is_the_books_runs():
     (["--grid", "wd=0,1"], "--grid names ['wd'], not fields of MLPConfig; accepted: ["),
     (["--grid", "weight_decay=-1"], "weight_decay must be a non-negative finite number, got -1"),
     (["--grid", "weight_decay="], "--grid takes FIELD=VALUE[,VALUE...], got 'weight_decay='"),
-    (["--profile", "nope"], "unknown profile 'nope'; available: accelerated, paper, smoke"),
+    (["--profile", "nope"], "unknown profile 'nope'; available: accelerated, paper, papers_float32, smoke"),
     (["--cpus", "0"], "cluster cpus_per_task must be a positive integer, got 0"),
     (["cnn"], "experiments ['cnn'] are not in profile smoke.yaml; accepted: ['mlp', 'modadd']"),
 ])

@@ -172,3 +172,12 @@ def test_cost_values_sum_a_ledger_up_per_run_and_say_so(tmp_path):
     assert "2.0 and 2.0 hours of wall time for the 2 runs" in prose.say("longrun.cost", cost)
     assert longrun.cost_values(rows.iloc[:0]) == {"n_runs": 0}
     assert "no ledger" in prose.say("longrun.cost", {"n_runs": 0})
+
+
+def test_the_papers_float32_profile_reads_the_long_runs_of_the_committed_spec():
+    """The profile the book switches to once the long runs are sealed names exactly those runs."""
+    from grokutils import runs
+
+    spec = longrun.read_spec(longrun.REPO_ROOT / "longruns" / "papers_protocol.yaml")
+    named = {store.run_dir(runs.mlp_config(wd, "papers_float32"), longrun.RESULTS_DIR).name for wd in (0.0, 0.01)}
+    assert named == {run.name for run in spec.runs}
