@@ -285,6 +285,15 @@ def smoothed_end(result: RunResult, column: str) -> pd.Series:
                       for seed, frame in result.curves.sort_values("step").groupby("seed")}, dtype=float)
 
 
+def edges_values(result: RunResult) -> dict:
+    """The right edge of each phase on the run's mean curves (`Phases.edge_steps`: the end of
+    pre-grokking, the test peak, the last checkpoint with the fit held in anti-grokking; None where
+    not reached), the papers' steps for them (`phases.PAPER_EDGES`) and the run's last step. In words:
+    templates/claims.j2, `edges`."""
+    edges = phase_rule.find_phases(result.curves).edge_steps()
+    return {"ours": edges, "papers": phase_rule.PAPER_EDGES, "last": int(result.curves.step.max())}
+
+
 def _run_claims(result: RunResult, key: str, collapse: pd.DataFrame) -> dict[str, str]:
     """The shared numbers of one run, keys prefixed with `key` (wd0, wd001); `collapse` is its
     `collapse_table`."""
@@ -315,6 +324,7 @@ def _run_claims(result: RunResult, key: str, collapse: pd.DataFrame) -> dict[str
            "traps_by_peak_fc1": f"{_traps_by_peak(result, 'fc1'):g}",
            "lowest_train": say("claims.lowest_train", verdict), "verdict_words": say("claims.verdict", verdict),
            "fc1_crossing_words": crossing_words(fc1, collapse),
+           "edges_words": say("claims.edges", edges_values(result)),
            "timing_words": timing_words(down),
            "first_trap_fc1": steps(onset.xs("fc1", level="layer").first_step_with_trap.tolist()),
            "traps_end_fc1": paper.mean_sd(_at_last_step(result, "fc1", "traps"), ".1f"),

@@ -50,6 +50,22 @@ HOLDS_THEN_SLIPS = _run(test=[0.1, 0.2, 0.5, 0.8, 0.7, 0.55], alpha_fc1=[5] * 6,
                         train=[0.1, 0.5, 1.0, 1.0, 1.0, 0.9])  # 0.1 lost with train held, then 0.15 more
 
 
+def test_edges_values_give_each_phase_edge_of_the_mean_curves_beside_the_papers_steps():
+    from grokutils import prose
+
+    values = claims.edges_values(COLLAPSING)
+    assert values["ours"]["pre-grokking"] == 100 and values["ours"]["grokking"] == 1_000  # fit, then the peak
+    assert values["ours"]["anti-grokking"] == 100_000 and values["last"] == 100_000
+    assert values["papers"] == {"pre-grokking": 100_000, "grokking": 1_000_000, "anti-grokking": 10_000_000}
+    assert prose.say("claims.edges", values).endswith("where the papers read these phases at 100,000, 1,000,000 "
+                                                      "and 10,000,000 steps")
+    never = {**values, "ours": {"pre-grokking": None, "grokking": None, "anti-grokking": None}}
+    assert prose.say("claims.edges", never).startswith("on the mean curves pre-grokking lasts to the last step")
+    held = claims.edges_values(_run(test=[0.1, 0.2, 0.5, 0.8, 0.8, 0.8], alpha_fc1=[5] * 6, traps_fc1=[0] * 6,
+                                    l2=[1] * 6))
+    assert held["ours"]["anti-grokking"] is None and "no anti-grokking phase follows" in prose.say("claims.edges", held)
+
+
 def test_a_fall_that_comes_with_falling_train_accuracy_is_not_anti_grokking():
     table = claims.collapse_table(SLIPPING)
     assert not table.collapsed.any() and (table.held_fall == 0).all()
@@ -167,7 +183,7 @@ def test_shared_claims_are_one_text_table_for_every_chapter(tiny_run):
     shared = claims.shared_claims(tiny_run, tiny_run)
     assert shared.map(type).eq(str).all()
     for key in ("wd0_n_collapsed", "wd001_fall", "wd0_lead_fc1", "wd0_fc1_alpha_top10_end", "alarm_recommendation",
-                "paper_alpha_end_fc1", "phase_rule"):
+                "paper_alpha_end_fc1", "phase_rule", "wd0_edges_words"):
         assert key in shared.index
     assert shared["wd0_n_collapsed"] == "0" and shared["wd0_t_collapse"] == "never"  # 30 steps: no collapse
     assert shared["paper_alpha_end_fc1"] == "0.9 ± 0.4"
