@@ -29,7 +29,7 @@ def test_stored_runs_keep_their_folder_names(config, name):
 
 
 def test_sweep_points_keep_their_names():
-    configs = sweep.sweep_configs([[5e-3, "float32", 50_000], [5e-3, "float64", 50_000]], MLPConfig(n_checkpoints=60))
+    configs = sweep.sweep_configs([[5e-3, "float32", 50_000], [5e-3, "float64", 50_000]], 60)
     assert [sweep.point_dir(config, "r").name for config in configs] == [
         "mlp-lr0.005-float32-wd0-50000steps-db5c49a9737a",
         "mlp-lr0.005-float64-wd0-50000steps-054a1a840599"]
