@@ -241,7 +241,7 @@ def protocols_on_clock_values(on_clock: dict[str, RunResult], accelerated: dict[
     for name, run in on_clock.items():
         seeds = table.loc[name]
         slips = seeds["slip on the clock"].dropna()
-        rows.append({"protocol": name.rsplit(", WD = ", 1)[0], "wd": run.config.weight_decay,
+        rows.append({"protocol": protocol_name(run.config), "wd": run.config.weight_decay,
                      "end": float(seeds["clock at the end"].iloc[0]),
                      "peak": mean_sd(seeds["peak on the clock"], ",.0f")  # None: no seed peaks
                      if seeds["peak on the clock"].notna().any() else None,

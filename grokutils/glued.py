@@ -149,15 +149,16 @@ def _live_run_values(log, bbp_threshold: float, plant_factor: float, plant_step:
 
 
 def accelerated_protocol_values(curves, table, precision, protocol, arm, falls, main, short_runs,
-                                apart, build) -> dict[str, object]:
+                                apart, build, cost) -> dict[str, object]:
     """The accelerated-protocol chapter, section by section: the learning-rate sweep (its `curves`,
     point `table` and `precision` table, at the chosen `protocol`), the three-seed float64 `arm` with
     its per-seed `falls` (`compare.fall_table`, a: float32, b: float64), the protocol's `main` runs,
     their two lengths (`short_runs`; `apart` from `compare.first_divergence`) and the papers' clock,
-    with this build's MLP runs (`build`) beside the main ones, and what those cost."""
+    with this build's MLP runs (`build`) beside the main ones, and what those cost (`cost`, their
+    ledgers' rows from `longrun.ledger_rows`)."""
     return {**_sweep_values(curves, table, protocol), **_sweep_precision_values(precision),
             **_float64_arm_values(arm, falls), **_main_run_values(main, curves, protocol.lr),
-            **_length_values(short_runs, main, apart), **_clock_values(main, build), **_cost_values(build)}
+            **_length_values(short_runs, main, apart), **_clock_values(main, build), **_cost_values(cost)}
 
 
 def _sweep_values(curves, table, protocol) -> dict[str, object]:
@@ -269,13 +270,12 @@ def _clock_values(main, build) -> dict[str, object]:
     return values
 
 
-def _cost_values(build) -> dict[str, object]:
-    """What this build's MLP runs cost, from the ledgers of long runs (`longrun.cost_values`)."""
+def _cost_values(cost) -> dict[str, object]:
+    """What this build's MLP runs cost, from their ledgers' rows (`longrun.cost_values`)."""
     from grokutils import prose
     from grokutils.tools import longrun
 
-    cost = longrun.cost_values(longrun.ledger_rows(run.path.name for run in build.values()))
-    return {"build_cost_words": prose.say("longrun.cost", cost)}
+    return {"build_cost_words": prose.say("longrun.cost", longrun.cost_values(cost))}
 
 
 def scorecard_values(wd0, wd001, card, modadd_card) -> dict[str, object]:
