@@ -248,13 +248,13 @@ def header(device: torch.device) -> list[str]:
     if device.type == "cuda":
         name = f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
     else:
-        name = f"CPU {_cpu_model()}, {torch.get_num_threads()} thread(s)"
+        name = f"CPU {cpu_model()}, {torch.get_num_threads()} thread(s)"
     return [f"device: {name}",
             f"versions: torch {torch.__version__}, python {platform.python_version()}, "
             f"numpy {np.__version__}, grokutils {__version__}"]
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     """The CPU's model name from /proc/cpuinfo where there is one, else the architecture."""
     try:
         with open("/proc/cpuinfo") as cpuinfo:

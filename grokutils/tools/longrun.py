@@ -30,7 +30,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -44,6 +43,7 @@ from grokutils import store
 from grokutils.paths import REPO_ROOT, RESULTS_DIR, data_roots
 from grokutils.runs import DEFAULT_PROFILE
 from grokutils.tools import status as status_tool
+from grokutils.tools.bench import cpu_model
 from grokutils.tools.train import config_of
 from grokutils.train import read_progress
 
@@ -247,17 +247,6 @@ def _iso(seconds: float) -> str:
 
 def _seconds(iso: str) -> float:
     return datetime.datetime.fromisoformat(iso).timestamp()
-
-
-def cpu_model() -> str:
-    """This machine's CPU model name (from /proc/cpuinfo where there is one)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def segment_of(progress: dict, cpu: str | None = None) -> dict:
