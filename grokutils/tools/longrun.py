@@ -49,8 +49,8 @@ from grokutils.train import read_progress
 
 WORKTREES = REPO_ROOT / ".longruns"  # pinned worktrees and logs (ignored by git)
 LEDGERS = REPO_ROOT / "longruns"  # the specs, and beside each its ledger of training processes
+SNAPSHOTS = LEDGERS / "snapshots"  # committed resumable states
 LEDGER_COLUMNS = ("run", "started", "hours", "from step", "to step", "steps/s", "steps trained again", "cpu")
-SNAPSHOTS = REPO_ROOT / "longruns" / "snapshots"  # committed resumable states
 KEPT = ("progress.json", "seed*/state.pt", "seed*/measures/*.npz", "seed*/weights/*.safetensors")
 
 
