@@ -92,12 +92,12 @@ def fired_words(values) -> str:
 
 
 def lead_range(values) -> str:
-    """'+1,234 to +5,678' from the least to the most of some signed step counts (a single value alone,
-    '-' for none); equal values still give a range, '+5 to +5'."""
+    """'+1,234 to +5,678' from the least to the most of some signed step counts; one value, or values
+    all equal, alone ('+5', not '+5 to +5'); '-' for none."""
     found = sorted(int(value) for value in values if _is_value(value))
     if not found:
         return "-"
-    return f"{found[0]:+,}" if len(found) == 1 else f"{found[0]:+,} to {found[-1]:+,}"
+    return f"{found[0]:+,}" if found[0] == found[-1] else f"{found[0]:+,} to {found[-1]:+,}"
 
 
 def count(number: int, noun: str, plural: str | None = None) -> str:

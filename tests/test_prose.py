@@ -31,9 +31,9 @@ def test_fired_counts_the_seeds_where_a_rule_never_fired():
     assert prose.fired_words([None]) == "no step (never)"
 
 
-def test_lead_range_is_signed_and_keeps_equal_values_as_a_range():
+def test_lead_range_is_signed_and_gives_equal_values_once():
     assert prose.lead_range([60307, 5888, -12]) == "-12 to +60,307"
-    assert prose.lead_range([5, 5]) == "+5 to +5"
+    assert prose.lead_range([5, 5]) == "+5"
     assert prose.lead_range([0]) == "+0"
     assert prose.lead_range([None]) == "-"
 
