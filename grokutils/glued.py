@@ -22,10 +22,12 @@ def data_values(mnist, modadd) -> dict[str, object]:
 
 
 def _protocol(config) -> dict[str, object]:
-    """The sentence on the run's protocol that an MLP chapter states at its top (`paper.protocol_note`)."""
-    from grokutils import paper
+    """The sentences on the run's protocol that an MLP chapter states at its top: how it differs from
+    the papers' (`paper.protocol_note`) and what the build reads, and why (`paper.protocol_context_values`)."""
+    from grokutils import paper, prose
 
-    return {"protocol": paper.protocol_note(config)}
+    return {"protocol": paper.protocol_note(config),
+            "protocol_context": prose.say("paper.context", paper.protocol_context_values(config))}
 
 
 def _reached(result, phases) -> dict[str, object]:
@@ -252,10 +254,11 @@ def _length_values(short_runs, main, apart) -> dict[str, object]:
 
 def _clock_values(main, build) -> dict[str, object]:
     """The main runs on the papers' clock (lr x steps): their length, the factor, each run's peak and
-    smoothed end, the level the papers' test accuracy falls to, and every run of the clock's figure,
-    this build's among them where they are other runs (`compare.protocols_on_clock_values`)."""
+    smoothed end, the level the papers' test accuracy falls to, every run of the clock's figure,
+    this build's among them where they are other runs (`compare.protocols_on_clock_values`), and what
+    this build's MLP chapters read (`paper.protocol_context_values`)."""
     from grokutils import claims, compare, prose
-    from grokutils.paper import COLLAPSE_TEST_ACCURACY, mean_sd
+    from grokutils.paper import COLLAPSE_TEST_ACCURACY, mean_sd, protocol_context_values
     from grokutils.phases import find_phases
 
     lr = main[0.0].config.lr
@@ -267,6 +270,7 @@ def _clock_values(main, build) -> dict[str, object]:
         values[f"clock_end_{key}"] = mean_sd(claims.collapse_table(main[wd]).final_test_accuracy, ".3f")
     side_by_side = compare.protocols_on_clock_values(compare.by_protocol(main, build), main)
     values["protocols_on_clock_words"] = prose.say("compare.protocols_on_clock", side_by_side)
+    values["build_protocol_context"] = prose.say("paper.build_reads", protocol_context_values(build[0.0].config))
     return values
 
 

@@ -184,6 +184,18 @@ def protocol_note(config) -> str:
     return f"{name[0].upper()}{name[1:]}: " + "; ".join(differences) + "."
 
 
+def protocol_context_values(config) -> dict[str, object]:
+    """What the protocol of a build's MLP runs is for (`templates/paper.j2`, `context`): its kind
+    ('accelerated', 'papers', 'paper scale', 'other'), its name, and for the accelerated kind its
+    learning rate as a multiple of the papers' and whether it keeps their learning rate x steps."""
+    name = protocol_name(config, name_steps=False, name_dtype=False)
+    kind = ("paper scale" if name == "paper scale" else "papers" if name == "papers' protocol"
+            else "accelerated" if name == "accelerated protocol" else "other")
+    return {"kind": kind, "name": protocol_name(config), "lr_times": config.lr / PAPER_MLP["lr"],
+            "same_clock": abs(config.lr * config.steps / (PAPER_MLP["lr"] * PAPER_MLP["steps"]) - 1) < 1e-9,
+            "dtype": config.dtype, "paper_dtype": PAPER_MLP["dtype"]}
+
+
 SHORT_WORDS = {"steps": lambda value: f"{value:.0e} steps".replace("e+0", "e"), "lr": lambda value: f"lr {value:g}",
                "dtype": str, "init_scale": lambda value: f"init x{value:g}",
                "batch_size": lambda value: f"batch {value}",

@@ -106,6 +106,31 @@ def test_protocol_name_says_what_a_run_is(fields, name):
     assert paper.protocol_note(config).startswith(listed[0].upper() + listed[1:])
 
 
+@pytest.mark.parametrize("fields, words", [
+    ({"lr": 5e-3, "dtype": "float32", "steps": 1_000_000},
+     "the accelerated protocol, a learning rate 10 times the papers' over 10 times fewer steps, in float32,"),
+    ({"lr": 5e-3, "dtype": "float32", "steps": 200_000},
+     "the accelerated protocol, a learning rate 10 times the papers', in float32,"),  # not the papers' clock
+    ({"dtype": "float32"}, "the papers' own protocol, their learning rate for their number of steps, in float32 "
+                           "rather than their float64."),
+    ({}, "the papers' settings at full scale."),
+    ({"steps": 2_000}, "a reduced run, which tests the code"),
+])
+def test_protocol_context_says_what_the_build_reads_and_why(fields, words):
+    """The sentence after each MLP chapter's protocol note, true under every profile (issue 30)."""
+    from grokutils import paper, prose
+    from grokutils.config import MLPConfig
+
+    values = paper.protocol_context_values(MLPConfig(**fields))
+    sentence = prose.say("paper.context", values)
+    assert sentence.startswith("The MLP chapters of this build read ") and words in sentence
+    in_chapter_08 = prose.say("paper.build_reads", values)  # after it names the accelerated protocol
+    if values["kind"] == "accelerated":
+        assert in_chapter_08 == "The MLP chapters of this build read it."
+    else:
+        assert in_chapter_08.startswith(sentence) and in_chapter_08.endswith("beside the accelerated ones.")
+
+
 def _small_print_figure(width: float) -> plt.Figure:
     """Two panels with 7-pt text, a 7-pt legend and 7-pt tick labels, a 20-pt title."""
     fig, axes = plt.subplots(1, 2, figsize=(width, 3.5))
