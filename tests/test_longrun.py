@@ -181,3 +181,51 @@ def test_the_papers_float32_profile_reads_the_long_runs_of_the_committed_spec():
     spec = longrun.read_spec(longrun.REPO_ROOT / "longruns" / "papers_protocol.yaml")
     named = {store.run_dir(runs.mlp_config(wd, "papers_float32"), longrun.RESULTS_DIR).name for wd in (0.0, 0.01)}
     assert named == {run.name for run in spec.runs}
+
+
+def _measures(partial, config, last_step, test_of_step, seeds=(0, 1, 2)):
+    """Measures files of a `.partial` folder at the config's checkpoints up to `last_step`: train held at
+    1, test accuracy `test_of_step(step)`, FC1 alpha falling with the steps, one FC2 trap."""
+    import json
+
+    import numpy as np
+
+    from grokutils.engine import measures_path
+
+    for seed in seeds:
+        for step in (step for step in config.checkpoint_steps if step <= last_step):
+            rows = {"model": {"train_accuracy": 1.0 if step >= 300 else 0.5, "test_accuracy": test_of_step(step)},
+                    "layers": [{"layer": "fc1", "alpha": 5.0 - np.log10(step + 1) / 2, "traps": 0},
+                               {"layer": "fc2", "alpha": 3.0, "traps": 1}]}
+            path = measures_path(partial / f"seed{seed}", step)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(path, rows=json.dumps(rows))
+
+
+def test_preview_reads_the_curves_so_far_from_the_worktree_else_the_snapshot(tmp_path, monkeypatch):
+    import numpy as np
+
+    spec = longrun.read_spec(longrun.REPO_ROOT / "longruns" / "papers_protocol.yaml")
+    monkeypatch.setattr(longrun, "WORKTREES", tmp_path / "worktrees")
+    monkeypatch.setattr(longrun, "SNAPSHOTS", tmp_path / "snapshots")
+    assert longrun.preview(spec).empty  # nothing measured anywhere
+    wd0, wd001 = (longrun.config_of(run.experiment, run.profile, run.sets) for run in spec.runs)
+
+    def rise_and_fall(step):  # up to 0.85 by 1e5 steps, held to 5e5, then down to 0.55 by 4e6
+        rise = np.clip(np.log10(step + 1) - 2, 0, 3) / 3
+        fall = np.clip(np.log10(step + 1) - np.log10(5e5), 0, None) / np.log10(8)
+        return float(0.1 + 0.75 * rise - 0.3 * min(fall, 1.0))
+
+    _measures(store.partial_dir(spec.worktree / "results" / spec.runs[0].name), wd0, 4_000_000, rise_and_fall)
+    _measures(longrun.SNAPSHOTS / f"{spec.runs[1].name}.partial", wd001, 2_000_000,
+              lambda step: 0.1 + 0.8 * float(np.clip(np.log10(step + 1) - 2, 0, 3) / 3))
+    table = longrun.preview(spec).set_index(["run", "seed"])
+    assert len(table) == 6
+    falling, steady = table.loc[spec.runs[0].name], table.loc[spec.runs[1].name]
+    last_wd0 = max(step for step in wd0.checkpoint_steps if step <= 4_000_000)
+    assert (falling.step == last_wd0).all() and falling.test.to_numpy() == pytest.approx(rise_and_fall(last_wd0))
+    assert (falling.peak > 0.8).all() and (falling["held fall"] > 0.2).all()
+    assert falling.verdict.str.startswith("anti-groks").all(), falling.verdict
+    assert steady.verdict.str.contains("under the 0.05 bar").all(), steady.verdict  # read from the snapshot
+    assert (falling["fc2 traps"] == 1).all() and falling["fc1 alpha"].to_numpy() == pytest.approx(
+        5.0 - np.log10(last_wd0 + 1) / 2)

@@ -6,6 +6,7 @@ every session from a snapshot committed with the project.
     python -m grokutils.tools.longrun snapshot longruns/papers_protocol.yaml  # then commit longruns/
     python -m grokutils.tools.longrun collect longruns/papers_protocol.yaml   # sealed runs -> results/
     python -m grokutils.tools.longrun ledger longruns/papers_protocol.yaml    # what the runs have cost
+    python -m grokutils.tools.longrun preview longruns/papers_protocol.yaml   # the curves so far, per seed
 
 A spec file names the commit whose code trains the runs and each run (`experiment`, `profile`,
 `sets`: as `python -m grokutils.tools.train` takes them). The code is pinned because a run
@@ -352,9 +353,49 @@ def cost_values(rows: pd.DataFrame) -> dict:
             "cpus": recorded, "unrecorded": int((rows.cpu == "not recorded").sum())}
 
 
+# --- the preview: an unfinished run's curves so far -------------------------------------------------
+
+PREVIEW_LAYERS = ("fc1", "fc2")
+
+
+def preview(spec: Spec) -> pd.DataFrame:
+    """Per run and seed, from the checkpoints measured so far (the worktree's `.partial` folder, else
+    the committed snapshot): the last measured step with its raw test and train accuracy; the phase
+    rule's reading of the curves so far (`phases.collapse_table`: the smoothed peak and its step, the
+    fall with train held, the step train slips, the verdict); alpha and traps of FC1 and FC2 at the
+    last step. Provisional: the sealed run is read by the chapters, not this. Empty where no run has
+    a measured checkpoint."""
+    from grokutils.engine import collect_measures
+    from grokutils.phases import collapse_table
+
+    rows = []
+    for run in spec.runs:
+        partial = store.partial_dir(spec.worktree / "results" / run.name)
+        source = partial if partial.is_dir() else SNAPSHOTS / f"{run.name}.partial"
+        config = config_of(run.experiment, run.profile, run.sets)
+        every = {seed: {"step": config.steps} for seed in range(config.n_seeds)}
+        curves, layers, _ = collect_measures(config, source, every)
+        if curves.empty:
+            continue
+        table = collapse_table(curves)
+        for seed, mine in curves.groupby("seed"):
+            last = mine.loc[mine.step.idxmax()]
+            ruled = table.loc[seed]
+            row = {"run": run.name, "seed": int(seed), "step": int(last.step),
+                   "test": float(last.test_accuracy), "train": float(last.train_accuracy),
+                   "peak": float(ruled.peak_test_accuracy), "peak step": ruled.t_peak,
+                   "held fall": float(ruled.held_fall), "slip step": ruled.t_slip, "verdict": ruled.verdict}
+            at_last = layers[(layers.seed == seed) & (layers.step == last.step)].set_index("layer")
+            for layer in PREVIEW_LAYERS:
+                row[f"{layer} alpha"] = float(at_last.alpha.get(layer, float("nan")))
+                row[f"{layer} traps"] = at_last.traps.get(layer, pd.NA)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m grokutils.tools.longrun", description=__doc__.split("\n\n")[0])
-    parser.add_argument("action", choices=("start", "status", "snapshot", "collect", "ledger"))
+    parser.add_argument("action", choices=("start", "status", "snapshot", "collect", "ledger", "preview"))
     parser.add_argument("spec", type=Path, help="a spec file, e.g. longruns/papers_protocol.yaml")
     args = parser.parse_args(argv)
     if not args.spec.is_file():
@@ -368,6 +409,15 @@ def main(argv: list[str] | None = None) -> int:
         rows = [status for status in status_tool.unfinished(results) if status.name in {r.name for r in spec.runs}] \
             if results.is_dir() else []
         print(status_tool.format_table(rows) if rows else f"no unfinished run of {args.spec} on this machine")
+        return 0
+    if args.action == "preview":
+        table = preview(spec)
+        if table.empty:
+            print(f"no measured checkpoint of {args.spec} on this machine or in its snapshots")
+            return 0
+        with pd.option_context("display.width", 250, "display.max_columns", None):
+            print(table.round(3).to_string(index=False))
+        print("provisional: the phase rule read on the checkpoints measured so far, not the sealed run")
         return 0
     ledger = ledger_path(args.spec)
     if args.action == "ledger":
