@@ -393,6 +393,17 @@ def preview(spec: Spec) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _print_table(table: pd.DataFrame, empty: str, footer, decimals) -> None:
+    """Print `table` rounded to `decimals` (as DataFrame.round takes them) with the line `footer(table)`
+    under it, or the line `empty` when it has no row."""
+    if table.empty:
+        print(empty)
+        return
+    with pd.option_context("display.width", 250, "display.max_columns", None):
+        print(table.round(decimals).to_string(index=False))
+    print(footer(table))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m grokutils.tools.longrun", description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=("start", "status", "snapshot", "collect", "ledger", "preview"))
@@ -411,24 +422,16 @@ def main(argv: list[str] | None = None) -> int:
         print(status_tool.format_table(rows) if rows else f"no unfinished run of {args.spec} on this machine")
         return 0
     if args.action == "preview":
-        table = preview(spec)
-        if table.empty:
-            print(f"no measured checkpoint of {args.spec} on this machine or in its snapshots")
-            return 0
-        with pd.option_context("display.width", 250, "display.max_columns", None):
-            print(table.round(3).to_string(index=False))
-        print("provisional: the phase rule read on the checkpoints measured so far, not the sealed run")
+        _print_table(preview(spec), f"no measured checkpoint of {args.spec} on this machine or in its snapshots",
+                     lambda table: "provisional: the phase rule read on the checkpoints measured so far, "
+                                   "not the sealed run", 3)
         return 0
     ledger = ledger_path(args.spec)
     if args.action == "ledger":
-        table = ledger_table(ledger)
-        if table.empty:
-            print(f"{ledger} records no process yet")
-            return 0
-        with pd.option_context("display.width", 200, "display.max_columns", None):
-            print(table.round({"hours": 2, "steps/s": 1}).to_string(index=False))
-        totals = table.groupby("run").hours.sum()
-        print("hours per run: " + ", ".join(f"{name} {hours:.1f}" for name, hours in totals.items()))
+        _print_table(ledger_table(ledger), f"{ledger} records no process yet",
+                     lambda table: "hours per run: " + ", ".join(
+                         f"{name} {hours:.1f}" for name, hours in table.groupby("run").hours.sum().items()),
+                     {"hours": 2, "steps/s": 1})
         return 0
     for line in {"start": start, "snapshot": snapshot, "collect": collect}[args.action](spec, ledger):
         print(line)
