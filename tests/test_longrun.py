@@ -181,6 +181,11 @@ def test_the_papers_float32_profile_reads_the_long_runs_of_the_committed_spec():
     spec = longrun.read_spec(longrun.REPO_ROOT / "longruns" / "papers_protocol.yaml")
     named = {store.run_dir(runs.mlp_config(wd, "papers_float32"), longrun.RESULTS_DIR).name for wd in (0.0, 0.01)}
     assert named == {run.name for run in spec.runs}
+    # and in nothing else does it differ from the accelerated profile: once it is the default, every
+    # other chapter reads the runs already committed, so `make book` trains nothing
+    papers, accelerated = runs.read_profile("papers_float32"), runs.read_profile("accelerated")
+    assert {**papers, "runs": {**papers["runs"], "mlp": None}} == {**accelerated, "runs": {**accelerated["runs"],
+                                                                                          "mlp": None}}
 
 
 def _measures(partial, config, last_step, test_of_step, seeds=(0, 1, 2)):
